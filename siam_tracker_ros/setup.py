@@ -1,0 +1,37 @@
+"""Build script of the siam_tracker_ros ament_python package."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'siam_tracker_ros'
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(exclude=['test']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        ('share/' + PACKAGE, ['package.xml']),
+        ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
+        ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+        ('share/' + PACKAGE + '/rviz', glob('rviz/*.rviz')),
+    ],
+    install_requires=['setuptools'],
+    zip_safe=True,
+    maintainer='siam_tracker_ros developers',
+    maintainer_email='dev@siam-tracker-ros.invalid',
+    description='Siamese single-object tracker for ROS 2 (NanoTrack, SiamRPN++).',
+    license='Apache-2.0',
+    tests_require=['pytest'],
+    entry_points={
+        'console_scripts': [
+            'siam-eval = siam_tracker_ros.cli.siam_eval:main',
+            'siam-model = siam_tracker_ros.cli.siam_model:main',
+            'siam-bench = siam_tracker_ros.cli.siam_bench:main',
+            'siam-demo = siam_tracker_ros.cli.siam_demo:main',
+            'siam-tracker-cli = siam_tracker_ros.cli.tracker_cli:main',
+            'tracker_node = siam_tracker_ros.ros.tracker_node:main',
+            'video_publisher = siam_tracker_ros.ros.video_publisher:main',
+        ],
+    },
+)

@@ -1,0 +1,174 @@
+"""Model directories: a ``manifest.json`` that says what the files are and how to use them.
+
+A model directory holds the network graphs (ONNX), optionally a PyTorch checkpoint, and a
+manifest with the family, the crop geometry, the input normalisation, the tracker
+hyper-parameters the weights were tuned with and each file's sha256. Reading a manifest checks
+every file it names, so a missing or corrupt model fails here with a clear message instead of
+deep inside a runtime.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from .config import TrackerConfig, from_mapping
+
+MANIFEST_NAME = 'manifest.json'
+FORMAT_VERSION = 1
+DECODERS = ('anchor_free', 'anchor')
+# backbone_head: one backbone graph for both crops plus a head(template_feat, search_feat).
+# template_search: a template encoder graph plus a search graph that takes the template features.
+LAYOUTS = {'backbone_head': ('backbone', 'head'), 'template_search': ('template', 'search')}
+
+
+class ModelError(RuntimeError):
+    """A model directory is missing, incomplete or corrupt."""
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class AnchorSpec:
+    """Anchor set of an anchor-based (SiamRPN) head."""
+
+    ratios: Tuple[float, ...] = (0.33, 0.5, 1.0, 2.0, 3.0)
+    scales: Tuple[float, ...] = (8.0,)
+
+    @property
+    def count(self) -> int:
+        """Anchors per score-map cell."""
+        return len(self.ratios) * len(self.scales)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A loaded, verified model directory."""
+
+    root: Path
+    name: str
+    family: str
+    decoder: str
+    layout: str
+    stride: int
+    files: Mapping[str, str] = field(default_factory=dict)
+    sha256: Mapping[str, str] = field(default_factory=dict)
+    arch: str = ''
+    input_order: str = 'bgr'
+    input_mean: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    input_std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    anchors: Optional[AnchorSpec] = None
+
+    def path(self, role: str) -> Path:
+        """Absolute path of the file playing ``role`` (e.g. 'backbone', 'head', 'checkpoint')."""
+        if role not in self.files:
+            raise ModelError(f'model {self.name} ({self.root}) has no {role!r} file; '
+                             f'it has {sorted(self.files)}')
+        return self.root / self.files[role]
+
+    @property
+    def graph_roles(self) -> Tuple[str, str]:
+        """The two ONNX roles of this layout, in (template side, search side) order."""
+        return LAYOUTS[self.layout]
+
+    def to_manifest(self) -> Dict[str, Any]:
+        """The JSON-ready manifest of this spec."""
+        return {
+            'format_version': FORMAT_VERSION,
+            'name': self.name,
+            'family': self.family,
+            'arch': self.arch,
+            'decoder': self.decoder,
+            'layout': self.layout,
+            'stride': self.stride,
+            'input': {'order': self.input_order, 'mean': list(self.input_mean),
+                      'std': list(self.input_std)},
+            'tracker': asdict(self.tracker),
+            'anchors': None if self.anchors is None else {
+                'ratios': list(self.anchors.ratios), 'scales': list(self.anchors.scales)},
+            'files': {role: {'path': rel, 'sha256': self.sha256.get(role, '')}
+                      for role, rel in self.files.items()},
+        }
+
+
+def write_manifest(spec: ModelSpec) -> Path:
+    """Write ``spec`` as manifest.json in its root, hashing every file it names."""
+    hashes = {role: sha256_of(spec.root / rel) for role, rel in spec.files.items()}
+    data = spec.to_manifest()
+    for role, h in hashes.items():
+        data['files'][role]['sha256'] = h
+    out = spec.root / MANIFEST_NAME
+    out.write_text(json.dumps(data, indent=2) + '\n')
+    return out
+
+
+def load_manifest(root, verify: bool = True) -> ModelSpec:
+    """Read and check ``root/manifest.json``; raise ModelError saying what is wrong."""
+    root = Path(root).expanduser().resolve()
+    mpath = root / MANIFEST_NAME
+    if not root.is_dir():
+        raise ModelError(f'model directory {root} does not exist')
+    if not mpath.is_file():
+        raise ModelError(f'{root} has no {MANIFEST_NAME}; create one with '
+                         f'`siam-model import ...` or give an upstream NanoTrack folder')
+    try:
+        data = json.loads(mpath.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f'{mpath} is not valid JSON: {exc}') from exc
+    try:
+        if data.get('format_version') != FORMAT_VERSION:
+            raise ModelError(f'{mpath}: format_version {data.get("format_version")!r} '
+                             f'is not {FORMAT_VERSION}')
+        if data['decoder'] not in DECODERS:
+            raise ModelError(f'{mpath}: decoder {data["decoder"]!r} not in {DECODERS}')
+        if data['layout'] not in LAYOUTS:
+            raise ModelError(f'{mpath}: layout {data["layout"]!r} not in {sorted(LAYOUTS)}')
+        files = {role: entry['path'] for role, entry in data['files'].items()}
+        hashes = {role: entry.get('sha256', '') for role, entry in data['files'].items()}
+        for role in LAYOUTS[data['layout']]:
+            if role not in files:
+                raise ModelError(f'{mpath}: layout {data["layout"]} needs a {role!r} file')
+        inp = data.get('input', {})
+        anchors = data.get('anchors')
+        spec = ModelSpec(
+            root=root, name=data['name'], family=data['family'], decoder=data['decoder'],
+            layout=data['layout'], stride=int(data['stride']), files=files, sha256=hashes,
+            arch=data.get('arch', ''), input_order=inp.get('order', 'bgr'),
+            input_mean=tuple(float(v) for v in inp.get('mean', (0, 0, 0))),
+            input_std=tuple(float(v) for v in inp.get('std', (1, 1, 1))),
+            tracker=from_mapping(TrackerConfig, data.get('tracker', {})),
+            anchors=None if not anchors else AnchorSpec(
+                tuple(float(r) for r in anchors['ratios']),
+                tuple(float(s) for s in anchors['scales'])))
+    except KeyError as exc:
+        raise ModelError(f'{mpath}: missing field {exc}') from exc
+    if spec.decoder == 'anchor' and spec.anchors is None:
+        raise ModelError(f'{mpath}: an anchor decoder needs an "anchors" entry')
+    if verify:
+        verify_files(spec)
+    return spec
+
+
+def verify_files(spec: ModelSpec) -> None:
+    """Check that every file exists and matches its recorded sha256."""
+    for role, rel in spec.files.items():
+        p = spec.root / rel
+        if not p.is_file():
+            raise ModelError(f'model {spec.name}: {role} file {p} is missing')
+        want = spec.sha256.get(role)
+        if want:
+            got = sha256_of(p)
+            if got != want:
+                raise ModelError(f'model {spec.name}: {role} file {p} is corrupt or changed '
+                                 f'(sha256 {got[:12]}..., manifest says {want[:12]}...); '
+                                 're-import or re-fetch the model')

@@ -1,0 +1,56 @@
+"""One call from a model path to a ready tracker."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from .backends.registry import create_backend
+from .core.config import from_mapping
+from .core.manifest import MANIFEST_NAME, ModelError, ModelSpec, load_manifest
+from .core.tracker import SiameseTracker
+
+
+def model_cache_dir() -> Path:
+    """Where imported upstream folders are kept ($SIAM_MODEL_CACHE or ~/.cache/...)."""
+    env = os.environ.get('SIAM_MODEL_CACHE')
+    if env:
+        return Path(env)
+    return Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'siam_tracker_ros'
+
+
+def resolve_model(path, cache_dir: Optional[Path] = None) -> ModelSpec:
+    """Load a product model directory, or import an upstream NanoTrack folder into the cache."""
+    path = Path(path).expanduser()
+    if (path / MANIFEST_NAME).is_file():
+        return load_manifest(path)
+    from .nets.nanotrack_import import find_upstream_files, import_nanotrack
+    files = find_upstream_files(path)
+    if files is None:
+        if not path.exists():
+            raise ModelError(f'model path {path} does not exist')
+        raise ModelError(f'{path} is neither a model directory (no {MANIFEST_NAME}) nor an '
+                         'upstream NanoTrack folder; see `siam-model import --help`')
+    digest = hashlib.sha256()
+    for key in sorted(files):
+        digest.update(files[key].read_bytes())
+    target = (cache_dir or model_cache_dir()) / f'{path.name}-{digest.hexdigest()[:16]}'
+    if (target / MANIFEST_NAME).is_file():
+        return load_manifest(target)
+    return import_nanotrack(path, target)
+
+
+def load_tracker(model, backend: str = 'auto', device: str = 'cpu',
+                 backend_options: Optional[dict] = None, **config: Any) -> SiameseTracker:
+    """Build a SiameseTracker for a model path (or ModelSpec) on the named backend.
+
+    Keyword arguments override TrackerConfig fields of the model's manifest.
+    """
+    spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+    tracker_config = from_mapping(type(spec.tracker), config, base=spec.tracker)
+    unknown = set(config) - set(tracker_config.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f'unknown tracker settings {sorted(unknown)}')
+    engine = create_backend(backend, spec, device=device, **(backend_options or {}))
+    return SiameseTracker(spec, engine, tracker_config)
