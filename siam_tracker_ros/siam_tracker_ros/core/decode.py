@@ -148,7 +148,7 @@ def select_candidate(cands: Candidates, target_w: float, target_h: float,
         s_c = _change(_padded_size(w, h) / _padded_size(target_w, target_h))
         r_c = _change((target_w / target_h) / (w / h))
         penalty = np.exp(-(r_c * s_c - 1.0) * penalty_k)
-    penalty = np.nan_to_num(penalty, nan=0.0, posinf=0.0, neginf=0.0)
+        penalty[~np.isfinite(penalty)] = 0.0     # degenerate (zero-size) candidates
     pscore = penalty * cands.scores
     pscore = pscore * (1.0 - window_influence) + cands.window * window_influence
     best = int(np.argmax(pscore))

@@ -1,0 +1,268 @@
+"""siam-eval: one-pass evaluation of our tracker and OpenCV's trackers on sequence folders.
+
+Example::
+
+    siam-eval --model ../shared/reference-models/nanotrack-v2 --sequences ../shared/sequences \\
+        --peers opencv-nano,opencv-csrt,opencv-kcf,opencv-mil \\
+        --peer-model ../shared/reference-models/nanotrack-v2 --json out/eval.json --plots out/
+
+Writes the results as JSON, optional OTB-style plots, and prints a summary table on stdout.
+Progress goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence as Seq, Tuple
+
+PEER_HELP = ('comma separated peers: opencv-nano, opencv-mil, opencv-csrt, opencv-kcf; '
+             'KIND@DIR gives that peer its own model folder (for example '
+             'opencv-nano@../shared/reference-models/nanotrack-v1); may be repeated')
+
+FPS_NOTE = ('fps: frames per second of update() alone (time.perf_counter around each call, '
+            'image decoding excluded, first frame excluded); per tracker the mean block gives '
+            'fps = median over sequences of the per-sequence fps and fps_mean = their mean')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line interface of siam-eval."""
+    p = argparse.ArgumentParser(
+        prog='siam-eval',
+        description='One-pass evaluation (OTB/GOT-10k/LaSOT metrics) of our tracker and '
+                    'OpenCV peer trackers on <Name>/img/*.jpg + groundtruth.txt sequences.')
+    p.add_argument('--model', default=None,
+                   help="our model: a product model folder (manifest.json) or an upstream "
+                        "NanoTrack folder; 'none' or omitted evaluates the peers only")
+    p.add_argument('--sequences', required=True, metavar='ROOT',
+                   help='folder holding <Name>/img/*.jpg and <Name>/groundtruth.txt')
+    p.add_argument('--seq', nargs='+', action='extend', default=None, metavar='NAME',
+                   help='evaluate only these sequences (default: every one under ROOT)')
+    p.add_argument('--peers', action='append', default=None, metavar='LIST', help=PEER_HELP)
+    p.add_argument('--peer-model', default=None, metavar='DIR',
+                   help='NanoTrack v1/v2 folder (nanotrack_backbone_sim.onnx, '
+                        'nanotrack_head_sim.onnx) for opencv-nano')
+    p.add_argument('--backend', default='auto',
+                   help='inference backend for our tracker: auto, onnxruntime, torch, tensorrt '
+                        '(default auto)')
+    p.add_argument('--device', default='cpu', help='device for our tracker (default cpu)')
+    p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
+                   help='tracker configuration override for our tracker; may be repeated')
+    p.add_argument('--threads', type=int, default=None, metavar='N',
+                   help="cv2.setNumThreads(N) for the run (all trackers in this process); "
+                        "default: leave OpenCV's own setting")
+    p.add_argument('--json', required=True, metavar='OUT', help='where to write the results')
+    p.add_argument('--plots', default=None, metavar='DIR',
+                   help='write success.png and precision.png here')
+    p.add_argument('--save-boxes', action='store_true',
+                   help='also store per-frame boxes, found flags, scores and confidences')
+    p.add_argument('--quiet', action='store_true', help='no progress on stderr')
+    return p
+
+
+def _parse_value(text: str) -> Any:
+    low = text.lower()
+    if low in ('true', 'false'):
+        return low == 'true'
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_overrides(items: Seq[str]) -> Dict[str, Any]:
+    """Turn ``KEY=VALUE`` strings into keyword arguments (ints, floats, booleans, strings)."""
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        if not sep or not key.strip():
+            raise ValueError(f'--set expects KEY=VALUE, got {item!r}')
+        out[key.strip()] = _parse_value(value.strip())
+    return out
+
+
+def parse_peers(values: Optional[Seq[str]], default_model: Optional[str]
+                ) -> List[Tuple[str, str, Optional[str]]]:
+    """(name, kind, model folder) for every peer asked for, in order, without duplicates."""
+    from siam_tracker_ros.eval.peers import parse_peer_spec
+
+    specs: List[Tuple[str, str, Optional[str]]] = []
+    seen = set()
+    for value in values or []:
+        for spec in value.split(','):
+            if not spec.strip():
+                continue
+            parsed = parse_peer_spec(spec, default_model)
+            if parsed[0] in seen:
+                continue
+            seen.add(parsed[0])
+            specs.append(parsed)
+    return specs
+
+
+def _version(*dists: str) -> Optional[str]:
+    for dist in dists:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _cpu_count() -> Dict[str, Optional[int]]:
+    usable = None
+    if hasattr(os, 'sched_getaffinity'):
+        usable = len(os.sched_getaffinity(0))
+    return {'cpu_count': os.cpu_count(), 'cpu_usable': usable}
+
+
+def _load_ours(args: argparse.Namespace, overrides: Dict[str, Any]):
+    try:
+        from siam_tracker_ros.factory import load_tracker
+    except ImportError as exc:
+        raise RuntimeError(f'--model needs siam_tracker_ros.factory.load_tracker, which cannot '
+                           f'be imported here ({exc}); run the peers only with --model none'
+                           ) from exc
+    return load_tracker(args.model, backend=args.backend, device=args.device, **overrides)
+
+
+def _tracker_config(tracker: Any) -> Any:
+    config = getattr(tracker, 'config', None)
+    if config is not None and dataclasses.is_dataclass(config):
+        return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    return None
+
+
+def main(argv: Optional[Seq[str]] = None) -> int:
+    """Run siam-eval; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    import cv2
+
+    from siam_tracker_ros.eval.peers import create_peer, PeerUnavailable
+    from siam_tracker_ros.eval.runner import (
+        format_table, OURS, Progress, run_evaluation, thresholds_record, TrackerEntry)
+    from siam_tracker_ros.eval.sequences import list_sequences
+
+    def fail(message: str, status: int = 1) -> int:
+        print(f'siam-eval: error: {message}', file=sys.stderr)
+        return status
+
+    progress = Progress(enabled=not args.quiet)
+    try:
+        overrides = parse_overrides(args.overrides)
+        peer_specs = parse_peers(args.peers, args.peer_model)
+        sequences = list_sequences(args.sequences, args.seq)
+    except ValueError as exc:
+        return fail(str(exc), 2)
+    use_ours = args.model is not None and args.model.lower() != 'none'
+    if not use_ours and overrides:
+        return fail('--set applies to our tracker; give --model', 2)
+    if args.threads is not None and args.threads < 0:
+        return fail('--threads must be >= 0', 2)
+
+    threads_default = cv2.getNumThreads()
+    if args.threads is not None:
+        cv2.setNumThreads(args.threads)
+
+    entries: List[TrackerEntry] = []
+    skipped: Dict[str, str] = {}
+    ours_info: Optional[Dict[str, Any]] = None
+    if use_ours:
+        try:
+            tracker = _load_ours(args, overrides)
+        except Exception as exc:  # noqa: B902 - any loading failure is reported, not raised
+            return fail(f'cannot load our tracker from {args.model}: {exc}')
+        entries.append(TrackerEntry(OURS, lambda: tracker))
+        ours_info = {'model': args.model, 'backend': args.backend, 'device': args.device,
+                     'overrides': overrides, 'tracker_config': _tracker_config(tracker)}
+    peer_models: Dict[str, Optional[str]] = {}
+    for name, kind, model in peer_specs:
+        try:
+            create_peer(kind, model, name)
+        except PeerUnavailable as exc:
+            skipped[name] = str(exc)
+            progress.message(f'siam-eval: skipping peer {name}: {exc}')
+            continue
+        peer_models[name] = model
+        entries.append(TrackerEntry(
+            name, lambda kind=kind, model=model, name=name: create_peer(kind, model, name)))
+    if not entries:
+        return fail('nothing to evaluate: give --model and/or --peers (skipped: '
+                    f'{"; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none"})', 2)
+
+    progress.message(f'siam-eval: {len(sequences)} sequence(s), trackers: '
+                     f'{", ".join(e.name for e in entries)}')
+    try:
+        trackers = run_evaluation(sequences, entries, progress, save_boxes=args.save_boxes)
+    except (RuntimeError, ValueError) as exc:
+        return fail(str(exc))
+
+    if OURS in trackers and trackers[OURS]['mean']['fps']:
+        ours_fps = trackers[OURS]['mean']['fps']
+        for name, block in trackers.items():
+            fps = block['mean']['fps']
+            block['mean']['ours_fps_ratio'] = ours_fps / fps if fps else None
+
+    config = {
+        'args': {k: v for k, v in vars(args).items()},
+        'sequences_root': str(Path(args.sequences).resolve()),
+        'sequences': [s.name for s in sequences],
+        'ours': ours_info,
+        'peers': {name: {'model': model} for name, model in peer_models.items()},
+        'peers_skipped': skipped,
+        'fps_definition': FPS_NOTE,
+        'metrics': ('first frame excluded; frames with NaN ground truth excluded from IoU and '
+                    'centre error; auc = mean success over 21 IoU thresholds (IoU > t); '
+                    'prec20 = share of centre errors <= 20 px; norm_prec = mean of the LaSOT '
+                    'normalised precision curve over 0..0.5; presence_* = precision/recall/F1 '
+                    "of the tracker's found verdict where the ground truth has absent frames; "
+                    'conf_auroc = AUROC of confidence, visible vs absent frames; mean over '
+                    'sequences (presence and AUROC over the sequences where they apply)'),
+        'thresholds': thresholds_record(),
+        'versions': {
+            'python': platform.python_version(),
+            'numpy': _version('numpy'),
+            'opencv': cv2.__version__,
+            'onnxruntime': _version('onnxruntime', 'onnxruntime-gpu'),
+            'torch': _version('torch'),
+        },
+        'cv2_threads_default': threads_default,
+        'cv2_threads': cv2.getNumThreads(),
+        **_cpu_count(),
+        'platform': platform.platform(),
+        'machine': platform.machine(),
+        'finished': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    }
+    result = {'trackers': trackers, 'config': config}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, allow_nan=False) + '\n')
+
+    plot_paths = []
+    if args.plots:
+        from siam_tracker_ros.eval.plots import write_plots
+
+        plot_paths = write_plots(trackers, args.plots)
+
+    print(format_table(trackers))
+    print(f'\n{FPS_NOTE}.')
+    for name, reason in skipped.items():
+        print(f'skipped {name}: {reason}')
+    print(f'results: {out}')
+    for path in plot_paths:
+        print(f'plot: {path}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""One-pass evaluation (OPE) metrics in the OTB / GOT-10k / LaSOT conventions, pure numpy.
+
+Boxes are ``(N, 4)`` arrays of float (x, y, w, h), 0-based pixels. A ground-truth row of NaN
+means the target is absent; such frames are left out of the overlap and centre-error metrics
+and are what the presence metrics (precision / recall / F1 of the tracker's found verdict,
+AUROC of its confidence) are about.
+
+- success: fraction of frames whose IoU is *greater than* each of 21 thresholds
+  ``linspace(0, 1, 21)``; AUC is the mean of that curve (OTB, GOT-10k);
+- precision: fraction of frames whose centre error is *at most* each threshold 0..50 px;
+  ``prec20`` is the value at 20 px (OTB);
+- normalised precision: centre error divided by the ground-truth width / height per axis,
+  curve over ``linspace(0, 0.5, 51)``; ``norm_prec`` is the mean of that curve (LaSOT).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+SUCCESS_THRESHOLDS = np.linspace(0.0, 1.0, 21)
+PRECISION_THRESHOLDS = np.arange(0, 51, dtype=np.float64)
+NORM_PRECISION_THRESHOLDS = np.linspace(0.0, 0.5, 51)
+PRECISION_AT = 20.0
+
+
+def _boxes(a, name: str) -> np.ndarray:
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim == 1 and arr.shape[0] == 4:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f'{name} must be an (N, 4) array of x, y, w, h; got shape {arr.shape}')
+    return arr
+
+
+def _pair(pred, gt) -> Tuple[np.ndarray, np.ndarray]:
+    pred, gt = _boxes(pred, 'pred'), _boxes(gt, 'gt')
+    if pred.shape != gt.shape:
+        raise ValueError(f'pred has {len(pred)} boxes but gt has {len(gt)}')
+    return pred, gt
+
+
+def iou(pred, gt) -> np.ndarray:
+    """Per-frame intersection over union of ``(N, 4)`` x, y, w, h boxes.
+
+    A predicted box with a NaN coordinate or no area scores 0; NaN ground-truth rows give NaN.
+    """
+    pred, gt = _pair(pred, gt)
+    px1, py1 = pred[:, 0], pred[:, 1]
+    px2, py2 = px1 + pred[:, 2], py1 + pred[:, 3]
+    gx1, gy1 = gt[:, 0], gt[:, 1]
+    gx2, gy2 = gx1 + gt[:, 2], gy1 + gt[:, 3]
+    with np.errstate(invalid='ignore'):
+        iw = np.clip(np.minimum(px2, gx2) - np.maximum(px1, gx1), 0.0, None)
+        ih = np.clip(np.minimum(py2, gy2) - np.maximum(py1, gy1), 0.0, None)
+        inter = iw * ih
+        union = (np.clip(pred[:, 2], 0, None) * np.clip(pred[:, 3], 0, None)
+                 + np.clip(gt[:, 2], 0, None) * np.clip(gt[:, 3], 0, None) - inter)
+        out = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    out[np.isnan(pred).any(axis=1)] = 0.0
+    out[np.isnan(gt).any(axis=1)] = np.nan
+    return out
+
+
+def centers(boxes) -> np.ndarray:
+    """Box centres ``(x + w / 2, y + h / 2)`` as an ``(N, 2)`` array."""
+    b = _boxes(boxes, 'boxes')
+    return b[:, :2] + b[:, 2:] / 2.0
+
+
+def center_error(pred, gt) -> np.ndarray:
+    """Per-frame Euclidean distance between box centres in pixels.
+
+    A NaN predicted box counts as infinitely far; NaN ground-truth rows give NaN.
+    """
+    pred, gt = _pair(pred, gt)
+    err = np.linalg.norm(centers(pred) - centers(gt), axis=1)
+    err[np.isnan(pred).any(axis=1)] = np.inf
+    err[np.isnan(gt).any(axis=1)] = np.nan
+    return err
+
+
+def normalized_center_error(pred, gt) -> np.ndarray:
+    """Per-frame centre error with each axis divided by the ground-truth size (LaSOT).
+
+    A NaN predicted box counts as infinitely far; NaN ground-truth rows give NaN.
+    """
+    pred, gt = _pair(pred, gt)
+    size = gt[:, 2:].copy()
+    with np.errstate(invalid='ignore'):
+        size[~(size > 0)] = np.nan
+        err = np.linalg.norm((centers(pred) - centers(gt)) / size, axis=1)
+    err[np.isnan(pred).any(axis=1)] = np.inf
+    err[np.isnan(gt).any(axis=1)] = np.nan
+    return err
+
+
+def success_curve(ious, thresholds=SUCCESS_THRESHOLDS) -> np.ndarray:
+    """Fraction of frames with IoU strictly above each threshold (NaN IoUs are left out)."""
+    v = np.asarray(ious, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    thr = np.asarray(thresholds, dtype=np.float64)
+    if v.size == 0:
+        return np.full(thr.shape, np.nan)
+    return (v[None, :] > thr[:, None]).mean(axis=1)
+
+
+def precision_curve(errors, thresholds=PRECISION_THRESHOLDS) -> np.ndarray:
+    """Fraction of frames with error at most each threshold (NaN errors are left out)."""
+    v = np.asarray(errors, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    thr = np.asarray(thresholds, dtype=np.float64)
+    if v.size == 0:
+        return np.full(thr.shape, np.nan)
+    return (v[None, :] <= thr[:, None]).mean(axis=1)
+
+
+def curve_auc(curve) -> float:
+    """Area under a curve sampled on evenly spaced thresholds: the mean of its values."""
+    c = np.asarray(curve, dtype=np.float64)
+    return float(c.mean()) if c.size else float('nan')
+
+
+def presence_scores(present, predicted) -> Tuple[float, float, float]:
+    """Precision, recall and F1 of a 'target present' verdict against the truth.
+
+    Positive means 'target present'. A ratio with a zero denominator is 0.
+    """
+    t = np.asarray(present, dtype=bool)
+    p = np.asarray(predicted, dtype=bool)
+    if t.shape != p.shape:
+        raise ValueError(f'present has shape {t.shape} but predicted has {p.shape}')
+    tp = float(np.sum(t & p))
+    fp = float(np.sum(~t & p))
+    fn = float(np.sum(t & ~p))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def average_ranks(values) -> np.ndarray:
+    """1-based ranks of ``values`` with tied values given the mean of their ranks."""
+    v = np.asarray(values, dtype=np.float64)
+    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    mean_rank = ends - (counts - 1) / 2.0
+    return mean_rank[inverse.reshape(-1)]
+
+
+def auroc(scores, labels) -> float:
+    """Area under the ROC curve of ``scores`` separating positive from negative ``labels``.
+
+    Rank based (Mann-Whitney U, ties count one half). Frames with a non-finite score are left
+    out; NaN when either class is empty.
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=bool).reshape(-1)
+    if s.shape != y.shape:
+        raise ValueError(f'scores has {s.size} values but labels has {y.size}')
+    keep = np.isfinite(s)
+    s, y = s[keep], y[keep]
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float('nan')
+    ranks = average_ranks(s)
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+@dataclass(frozen=True, eq=False)
+class SequenceMetrics:
+    """Metrics of one tracker on one sequence (first frame excluded).
+
+    The presence fields are None when the ground truth has no absent frame; ``conf_auroc``
+    is None unless both visible and absent frames exist.
+    """
+
+    frames: int
+    frames_scored: int
+    ious: np.ndarray
+    center_errors: np.ndarray
+    success: np.ndarray
+    precision: np.ndarray
+    norm_precision: np.ndarray
+    auc: float
+    prec20: float
+    norm_prec: float
+    mean_iou: float
+    lost_frames: int
+    presence_precision: Optional[float]
+    presence_recall: Optional[float]
+    presence_f1: Optional[float]
+    conf_auroc: Optional[float]
+
+
+def evaluate_sequence(pred, gt, found=None, confidence=None,
+                      skip_first: bool = True) -> SequenceMetrics:
+    """Score predicted boxes against ground truth, leaving out the initialisation frame.
+
+    ``found`` (bool per frame, the tracker's own verdict) and ``confidence`` (float per frame)
+    feed the presence metrics; without them every frame counts as 'found'.
+    """
+    pred, gt = _pair(pred, gt)
+    n = len(gt)
+    found_arr = np.ones(n, dtype=bool) if found is None else np.asarray(found, dtype=bool)
+    conf_arr = (found_arr.astype(np.float64) if confidence is None
+                else np.asarray(confidence, dtype=np.float64))
+    if found_arr.shape != (n,) or conf_arr.shape != (n,):
+        raise ValueError(f'found and confidence need one value per frame ({n})')
+    start = 1 if skip_first else 0
+    pred, gt = pred[start:], gt[start:]
+    found_arr, conf_arr = found_arr[start:], conf_arr[start:]
+
+    ious = iou(pred, gt)
+    errors = center_error(pred, gt)
+    success = success_curve(ious)
+    precision = precision_curve(errors)
+    norm_precision = precision_curve(normalized_center_error(pred, gt),
+                                     NORM_PRECISION_THRESHOLDS)
+    visible = ~np.isnan(gt).any(axis=1)
+    prec20 = precision_curve(errors, [PRECISION_AT])[0]
+
+    p = r = f1 = roc = None
+    if not visible.all():
+        p, r, f1 = presence_scores(visible, found_arr)
+        roc_value = auroc(conf_arr, visible)
+        roc = None if np.isnan(roc_value) else roc_value
+    return SequenceMetrics(
+        frames=n,
+        frames_scored=int(visible.sum()),
+        ious=ious,
+        center_errors=errors,
+        success=success,
+        precision=precision,
+        norm_precision=norm_precision,
+        auc=curve_auc(success),
+        prec20=float(prec20),
+        norm_prec=curve_auc(norm_precision),
+        mean_iou=float(np.nanmean(ious)) if visible.any() else float('nan'),
+        lost_frames=int((~found_arr).sum()),
+        presence_precision=p,
+        presence_recall=r,
+        presence_f1=f1,
+        conf_auroc=roc,
+    )

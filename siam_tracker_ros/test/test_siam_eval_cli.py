@@ -1,0 +1,190 @@
+"""siam-eval end to end: real sequences and models from ../shared, plus a synthetic sequence."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import siam_tracker_ros.eval
+from siam_tracker_ros.cli import siam_eval
+
+PKG_ROOT = Path(siam_tracker_ros.eval.__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get('SIAM_SHARED', REPO.parent / 'shared'))
+SEQUENCES = SHARED / 'sequences'
+NANO_V2 = SHARED / 'reference-models' / 'nanotrack-v2'
+MEAN_KEYS = {'auc', 'prec20', 'norm_prec', 'fps', 'fps_mean', 'presence_f1'}
+SEQ_KEYS = {'auc', 'prec20', 'norm_prec', 'fps', 'frames', 'presence_f1', 'success_curve',
+            'precision_curve', 'norm_precision_curve'}
+
+
+def _need_shared():
+    for path in (SEQUENCES / 'Crossing', SEQUENCES / 'uav_wakeboard7',
+                 NANO_V2 / 'nanotrack_head_sim.onnx'):
+        if not path.exists():
+            pytest.skip(f'{path} not found; ../shared (or $SIAM_SHARED) is needed')
+
+
+def _in_unit(value):
+    return value is not None and 0.0 <= value <= 1.0
+
+
+def test_cli_end_to_end_on_real_sequences(tmp_path):
+    _need_shared()
+    out, plots = tmp_path / 'eval.json', tmp_path / 'plots'
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(PKG_ROOT)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]),
+        SIAM_MODEL_CACHE=str(tmp_path / 'model-cache'))
+    cmd = [sys.executable, '-m', 'siam_tracker_ros.cli.siam_eval',
+           '--model', str(NANO_V2), '--backend', 'onnxruntime',
+           '--sequences', str(SEQUENCES), '--seq', 'uav_wakeboard7', 'Crossing',
+           '--peers', 'opencv-nano,opencv-mil', '--peer-model', str(NANO_V2),
+           '--json', str(out), '--plots', str(plots)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    data = json.loads(out.read_text())
+    trackers = data['trackers']
+    assert list(trackers) == ['ours', 'opencv-nano', 'opencv-mil']
+    frames = {'uav_wakeboard7': 67, 'Crossing': 120}
+    for name, block in trackers.items():
+        mean = block['mean']
+        assert MEAN_KEYS <= set(mean)
+        assert mean['presence_f1'] is None            # these sequences have no absent frame
+        assert mean['fps'] > 0 and mean['fps_mean'] > 0
+        assert set(block['sequences']) == set(frames)
+        for seq, rec in block['sequences'].items():
+            assert SEQ_KEYS <= set(rec)
+            assert rec['frames'] == frames[seq] and rec['frames_scored'] == frames[seq] - 1
+            for key in ('auc', 'prec20', 'norm_prec'):
+                assert _in_unit(rec[key]), (name, seq, key, rec[key])
+            assert rec['fps'] > 0 and rec['presence_f1'] is None
+            assert len(rec['success_curve']) == 21 and len(rec['precision_curve']) == 51
+            # the curve's mean is the AUC, and the success curve never rises
+            assert np.mean(rec['success_curve']) == pytest.approx(rec['auc'])
+            assert np.all(np.diff(rec['success_curve']) <= 1e-12)
+        seq_aucs = [r['auc'] for r in block['sequences'].values()]
+        assert mean['auc'] == pytest.approx(np.mean(seq_aucs))
+        assert mean['fps'] == pytest.approx(np.median([r['fps'] for r in
+                                                       block['sequences'].values()]))
+    # both NanoTrack v2 implementations track these two sequences well
+    for name in ('ours', 'opencv-nano'):
+        for seq, rec in trackers[name]['sequences'].items():
+            assert rec['auc'] > 0.5, (name, seq, rec['auc'])
+    assert trackers['opencv-mil']['mean']['ours_fps_ratio'] > 0
+
+    config = data['config']
+    assert config['versions']['opencv'] == cv2.__version__
+    assert config['versions']['onnxruntime']
+    assert isinstance(config['cv2_threads'], int) and config['cpu_count'] >= 1
+    assert config['ours']['model'] == str(NANO_V2)
+    assert config['peers']['opencv-nano']['model'] == str(NANO_V2)
+    assert config['peers']['opencv-mil']['model'] is None
+
+    for png in ('success.png', 'precision.png'):
+        image = cv2.imread(str(plots / png))
+        assert image is not None and image.shape[0] > 200 and image.shape[1] > 200
+        assert image.std() > 10                        # not a blank canvas
+
+    assert 'prec@20' in proc.stdout and 'ours/this fps' in proc.stdout
+    for name in trackers:
+        assert name in proc.stdout
+    # stderr is not a terminal here: one line per sequence, no redrawn progress bar
+    progress = [ln for ln in proc.stderr.splitlines() if re.match(r'\[\d+/\d+\] ', ln)]
+    assert len(progress) == 2 and '\r' not in proc.stderr
+    assert progress[0].startswith('[1/2] uav_wakeboard7')
+
+
+def _synthetic_sequence(root: Path, frames: int = 50, absent=range(20, 30)) -> Path:
+    """A textured square moving right, hidden on the ``absent`` frames (NaN ground truth)."""
+    rng = np.random.default_rng(3)
+    background = cv2.GaussianBlur(rng.integers(0, 256, (200, 280, 3), dtype=np.uint8),
+                                  (0, 0), 3)
+    patch = np.zeros((36, 36, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:36, 0:36]
+    patch[..., 2] = np.where(((yy // 6) + (xx // 6)) % 2 == 0, 240, 20)
+    patch[..., 1] = 7 * xx
+    folder = root / 'square'
+    (folder / 'img').mkdir(parents=True)
+    rows = []
+    for t in range(frames):
+        image = background.copy()
+        x, y = 30 + 2 * t, 70
+        if t in absent:
+            rows.append('NaN,NaN,NaN,NaN')
+        else:
+            image[y:y + 36, x:x + 36] = patch
+            rows.append(f'{x},{y},36,36')
+        cv2.imwrite(str(folder / 'img' / f'{t + 1}.png'), image)
+    (folder / 'groundtruth.txt').write_text('\n'.join(rows) + '\n')
+    return folder
+
+
+def test_cli_presence_metrics_and_skipped_peer(tmp_path, capsys):
+    _synthetic_sequence(tmp_path / 'seqs')
+    out = tmp_path / 'out.json'
+    threads = cv2.getNumThreads()
+    try:
+        status = siam_eval.main([
+            '--sequences', str(tmp_path / 'seqs'), '--peers', 'opencv-mil,opencv-nano',
+            '--json', str(out), '--save-boxes', '--threads', '1', '--quiet'])
+    finally:
+        cv2.setNumThreads(threads)
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    data = json.loads(out.read_text())
+    assert list(data['trackers']) == ['opencv-mil']
+    assert '--peer-model' in data['config']['peers_skipped']['opencv-nano']
+    assert 'skipped opencv-nano' in captured.out
+    assert data['config']['cv2_threads'] == 1
+    assert captured.err == ''                           # --quiet
+
+    rec = data['trackers']['opencv-mil']['sequences']['square']
+    assert len(rec['boxes']) == 50 and len(rec['found']) == 50
+    # presence by hand from the tracker's own verdicts (frames 1..49; 20..29 absent)
+    present = np.array([t not in range(20, 30) for t in range(50)])[1:]
+    found = np.array(rec['found'])[1:]
+    tp = int(np.sum(present & found))
+    fp = int(np.sum(~present & found))
+    fn = int(np.sum(present & ~found))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    assert rec['presence_precision'] == pytest.approx(precision)
+    assert rec['presence_recall'] == pytest.approx(recall)
+    assert rec['presence_f1'] == pytest.approx(f1)
+    assert _in_unit(rec['conf_auroc'])
+    assert rec['frames_scored'] == 39
+    mean = data['trackers']['opencv-mil']['mean']
+    assert mean['presence_f1'] == pytest.approx(f1)
+    # the boxes in the JSON are what the metrics were computed from
+    gt = np.array([[30 + 2 * t, 70, 36, 36] for t in range(50)], dtype=float)
+    boxes = np.array(rec['boxes'], dtype=float)
+    assert boxes[0].tolist() == gt[0].tolist()
+    from siam_tracker_ros.eval.metrics import iou
+    ious = iou(boxes[1:20], gt[1:20])
+    assert rec['mean_iou'] is not None and ious.mean() > 0.5
+
+
+def test_cli_errors(tmp_path, capsys):
+    _synthetic_sequence(tmp_path / 'seqs', frames=3, absent=())
+    root = str(tmp_path / 'seqs')
+    out = str(tmp_path / 'o.json')
+    assert siam_eval.main(['--sequences', root, '--json', out, '--quiet']) == 2
+    assert 'nothing to evaluate' in capsys.readouterr().err
+    assert siam_eval.main(['--sequences', root, '--seq', 'nope', '--peers', 'opencv-mil',
+                           '--json', out]) == 2
+    assert 'no sequence nope' in capsys.readouterr().err
+    assert siam_eval.main(['--sequences', root, '--peers', 'opencv-tld', '--json', out]) == 2
+    assert 'unknown peer' in capsys.readouterr().err
+    assert siam_eval.main(['--sequences', root, '--model', str(tmp_path / 'missing'),
+                           '--json', out, '--quiet']) == 1
+    assert 'cannot load our tracker' in capsys.readouterr().err
+    assert not Path(out).exists()
+    with pytest.raises(SystemExit):
+        siam_eval.main(['--sequences', root])                  # --json is required
