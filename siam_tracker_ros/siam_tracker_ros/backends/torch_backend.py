@@ -1,0 +1,113 @@
+"""PyTorch backend: runs the network definitions in ``nets`` from a checkpoint.
+
+Slower than ONNX Runtime or TensorRT on the same device; it exists for parity checks against
+the exported graphs, for nets without an exported graph yet, and for CUDA without TensorRT.
+The model spec must name the architecture (``arch``, a key of ``nets.registry.NETS``) and hold
+a ``checkpoint`` file.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from .base import BackendError, Features
+from ..core.manifest import ModelError, ModelSpec
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise BackendError('the torch backend needs PyTorch (pip install torch); '
+                           'use backend onnxruntime otherwise') from exc
+    return torch
+
+
+class TorchBackend:
+    """Backend on PyTorch (CPU or CUDA, optional fp16 on CUDA)."""
+
+    name = 'torch'
+
+    def __init__(self, spec: ModelSpec, device: str = 'cpu', fp16: bool = False):
+        torch = _import_torch()
+        self._torch = torch
+        self.spec = spec
+        dev = str(device).strip().lower()
+        if dev == 'gpu':
+            dev = 'cuda'
+        if not (dev == 'cpu' or dev == 'cuda' or dev.startswith('cuda:')):
+            raise BackendError(f'torch backend: device {device!r} is not supported; use '
+                               "'cpu', 'cuda' or 'cuda:N'")
+        if dev.startswith('cuda') and not torch.cuda.is_available():
+            raise BackendError(f'torch backend: device {device!r} asked for, but this torch '
+                               f'({torch.__version__}) sees no CUDA device; use '
+                               "device='cpu'")
+        if fp16 and not dev.startswith('cuda'):
+            raise BackendError('torch backend: fp16 is only supported on CUDA; use fp16=False '
+                               'on the CPU')
+        self.device = dev
+        self.fp16 = bool(fp16)
+        self._dtype = torch.float16 if fp16 else torch.float32
+
+        from ..nets.registry import NETS, build_net, load_weights
+        if not spec.arch:
+            raise BackendError(f'model {spec.name} ({spec.root}) names no network '
+                               "architecture ('arch' in its manifest); the torch backend "
+                               'needs one of ' + ', '.join(sorted(NETS)))
+        if spec.arch not in NETS:
+            raise BackendError(f'model {spec.name}: architecture {spec.arch!r} has no PyTorch '
+                               f'definition here; known: {sorted(NETS)}')
+        try:
+            net = load_weights(build_net(spec.arch), spec.path('checkpoint'), strict=True)
+        except ModelError as exc:
+            raise BackendError(f'torch backend cannot load model {spec.name}: {exc}') from exc
+        net = net.to(device=self.device, dtype=self._dtype).eval()
+        self._net = net
+        self._template, self._search = net.split()
+
+        mean = np.asarray(spec.input_mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(spec.input_std, dtype=np.float32).reshape(1, 3, 1, 1)
+        if np.any(std == 0):
+            raise BackendError(f'model {spec.name}: input std {spec.input_std} contains 0')
+        self._normalise = bool(np.any(mean != 0) or np.any(std != 1))
+        self._mean = torch.from_numpy(mean).to(self.device)
+        self._std = torch.from_numpy(std).to(self.device)
+
+    def _input(self, crop: np.ndarray, what: str):
+        arr = np.asarray(crop)
+        if arr.ndim != 4 or arr.shape[:2] != (1, 3) or arr.shape[2] != arr.shape[3]:
+            raise BackendError(f'torch backend: {what} crop must be (1, 3, S, S) float32, '
+                               f'got shape {arr.shape}')
+        t = self._torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(self.device)
+        if self._normalise:
+            t = (t - self._mean) / self._std
+        return t.to(self._dtype)
+
+    def _tensor(self, array: np.ndarray):
+        arr = np.ascontiguousarray(array, dtype=np.float32)
+        return self._torch.from_numpy(arr).to(device=self.device, dtype=self._dtype)
+
+    @staticmethod
+    def _numpy(t) -> np.ndarray:
+        # Always a copy: callers never share memory with torch tensors.
+        return np.array(t.float().cpu().numpy(), dtype=np.float32, copy=True)
+
+    def encode_template(self, crop: np.ndarray) -> Features:
+        """Template crop (1, 3, Z, Z) raw pixels -> template features (float32 copies)."""
+        z = self._input(crop, 'template')
+        with self._torch.inference_mode():
+            out = self._template(z)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return tuple(self._numpy(t) for t in outs)
+
+    def track(self, features: Sequence[np.ndarray],
+              search_crop: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Features + search crop (1, 3, X, X) -> (cls, reg) float32 copies."""
+        if isinstance(features, np.ndarray):
+            features = (features,)
+        x = self._input(search_crop, 'search')
+        zf = [self._tensor(f) for f in features]
+        with self._torch.inference_mode():
+            cls, reg = self._search(x, *zf)
+        return self._numpy(cls), self._numpy(reg)

@@ -1,0 +1,313 @@
+"""ONNX export of Siamese nets as two graphs, and product model directories.
+
+A net that can be exported has ``split() -> (template_encoder, search_head)``:
+
+* ``template_encoder(template)`` maps a (1, 3, Z, Z) crop to one tensor or a tuple of tensors
+  (the template features, e.g. one per pyramid level);
+* ``search_head(search, *features)`` maps a (1, 3, X, X) crop plus those features, in the same
+  order, to ``(cls, reg)``.
+
+``export_split`` writes them as ``template.onnx`` (input ``template``; output ``zf``, or
+``zf0``, ``zf1``, ... for several) and ``search.onnx`` (inputs ``search`` + the zf names;
+outputs ``cls``, ``reg``) with static shapes. Every Conv in the exported graphs must take its
+weights from a constant: TensorRT's ONNX parser rejects runtime-weight convolutions, which is
+why the correlations in ``nets.ops`` avoid ``F.conv2d(x, kernel)``. ``runtime_weight_convs``
+is the check.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+import shutil
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+import warnings
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+import torch
+import torch.nn as nn
+
+from ..core.config import TrackerConfig
+from ..core.manifest import AnchorSpec, load_manifest, ModelSpec, write_manifest
+
+PathLike = Union[str, Path]
+
+TEMPLATE_FILE = 'template.onnx'
+SEARCH_FILE = 'search.onnx'
+CHECKPOINT_FILE = 'checkpoint.pth'
+
+# Tracking hyper-parameters of the published NanoTrack weights (upstream configv{1,2,3}.yaml).
+NANOTRACK_HPARAMS: Dict[int, Dict[str, float]] = {
+    1: {'penalty_k': 0.148, 'window_influence': 0.462, 'lr': 0.390},
+    2: {'penalty_k': 0.150, 'window_influence': 0.490, 'lr': 0.385},
+    3: {'penalty_k': 0.138, 'window_influence': 0.455, 'lr': 0.348},
+}
+
+
+class ExportError(RuntimeError):
+    """An export produced a graph that the product cannot use."""
+
+
+def feature_names(count: int) -> List[str]:
+    """ONNX names of the template features: ['zf'] for one tensor, ['zf0', 'zf1', ...]."""
+    return ['zf'] if count == 1 else [f'zf{i}' for i in range(count)]
+
+
+def _as_tuple(out) -> Tuple[torch.Tensor, ...]:
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _export(module: nn.Module, args: Tuple[torch.Tensor, ...], path: Path,
+            input_names: Sequence[str], output_names: Sequence[str], opset: int) -> None:
+    # The TorchScript-based exporter: static shapes, constant folding (BN folds into Conv),
+    # no onnxscript dependency.
+    kwargs = {}
+    if 'dynamo' in inspect.signature(torch.onnx.export).parameters:  # torch >= 2.5
+        kwargs['dynamo'] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(module, args, str(path), input_names=list(input_names),
+                          output_names=list(output_names), opset_version=opset,
+                          do_constant_folding=True, **kwargs)
+
+
+def _run_node(node: onnx.NodeProto, inputs: Dict[str, np.ndarray], opsets) -> List[np.ndarray]:
+    """Evaluate one node on numpy inputs with onnx's reference implementation."""
+    from onnx.reference import ReferenceEvaluator
+
+    helper = onnx.helper
+    sub = helper.make_graph(
+        [node], 'fold',
+        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+         for k, v in inputs.items()],
+        [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None)
+         for o in node.output])
+    model = helper.make_model(sub, opset_imports=opsets)
+    return [np.asarray(r) for r in ReferenceEvaluator(model).run(None, inputs)]
+
+
+def _constant_value(node: onnx.NodeProto, opsets) -> np.ndarray:
+    for attr in node.attribute:
+        if attr.name == 'value':
+            return numpy_helper.to_array(attr.t)
+    return _run_node(node, {}, opsets)[0]
+
+
+_NEVER_FOLD = frozenset({'Constant', 'RandomNormal', 'RandomUniform', 'RandomNormalLike',
+                         'RandomUniformLike', 'Multinomial', 'Bernoulli'})
+
+
+def _has_subgraphs(graph: onnx.GraphProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for n in graph.node for a in n.attribute)
+
+
+def fold_constants(model: onnx.ModelProto) -> int:
+    """Replace every node computable from constants alone by initializers; return the count.
+
+    The TorchScript exporter leaves small shape computations (e.g. the pads of a Pad:
+    ConstantOfShape -> Concat -> Reshape -> ... -> Cast) in the graph. Folding them leaves
+    only real run-time work and literal parameters, which TensorRT and every runtime read
+    directly. Constant nodes themselves are kept; nodes with subgraphs are never folded.
+    """
+    graph = model.graph
+    values: Dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == 'Constant' and len(node.output) == 1:
+            values[node.output[0]] = _constant_value(node, model.opset_import)
+    graph_outputs = {o.name for o in graph.output}
+    keep: List[onnx.NodeProto] = []
+    new_inits: List[onnx.TensorProto] = []
+    folded = 0
+    for node in graph.node:
+        foldable = (node.op_type not in _NEVER_FOLD and node.domain in ('', 'ai.onnx')
+                    and len(node.input) > 0
+                    and all(i == '' or i in values for i in node.input)
+                    and not any(a.type in (onnx.AttributeProto.GRAPH,
+                                           onnx.AttributeProto.GRAPHS) for a in node.attribute)
+                    and not graph_outputs.intersection(node.output))
+        if not foldable:
+            keep.append(node)
+            continue
+        results = _run_node(node, {i: values[i] for i in node.input if i}, model.opset_import)
+        for name, value in zip(node.output, results):
+            values[name] = value
+            new_inits.append(numpy_helper.from_array(value, name))
+        folded += 1
+    if folded:
+        del graph.node[:]
+        graph.node.extend(keep)
+        graph.initializer.extend(new_inits)
+        del graph.value_info[:]
+        if not _has_subgraphs(graph):  # subgraphs may read outer names: keep everything then
+            used = ({i for n in graph.node for i in n.input} | graph_outputs
+                    | {i.name for i in graph.input})
+            live_inits = [t for t in graph.initializer if t.name in used]
+            del graph.initializer[:]
+            graph.initializer.extend(live_inits)
+            live_nodes = [n for n in graph.node if n.op_type != 'Constant'
+                          or any(o in used for o in n.output)]
+            del graph.node[:]
+            graph.node.extend(live_nodes)
+    return folded
+
+
+def export_split(net: nn.Module, out_dir: PathLike, exemplar_size: int, instance_size: int,
+                 opset: int = 17, check: bool = True) -> Tuple[Path, Path]:
+    """Export ``net.split()`` as ``out_dir/template.onnx`` and ``out_dir/search.onnx``.
+
+    Shapes are static: template (1, 3, exemplar_size, exemplar_size), search
+    (1, 3, instance_size, instance_size). With ``check`` the graphs are validated with
+    ``onnx.checker`` and an ``ExportError`` is raised when any Conv would take run-time
+    weights. Returns (template path, search path).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    net = net.eval()
+    template, search = net.split()
+    device = next(iter(net.parameters())).device
+    gen = torch.Generator().manual_seed(0)
+    z = (torch.rand(1, 3, exemplar_size, exemplar_size, generator=gen) * 255.0).to(device)
+    x = (torch.rand(1, 3, instance_size, instance_size, generator=gen) * 255.0).to(device)
+    with torch.inference_mode():
+        zf = _as_tuple(template(z))
+    zf = tuple(t.clone() for t in zf)  # inference tensors cannot be traced
+    names = feature_names(len(zf))
+    tpath, spath = out / TEMPLATE_FILE, out / SEARCH_FILE
+    with torch.no_grad():
+        _export(template, (z,), tpath, ['template'], names, opset)
+        _export(search, (x, *zf), spath, ['search', *names], ['cls', 'reg'], opset)
+    for path in (tpath, spath):
+        model = onnx.load(str(path))
+        if fold_constants(model):
+            onnx.save(model, str(path))
+    if check:
+        for path in (tpath, spath):
+            onnx.checker.check_model(str(path))
+            bad = runtime_weight_convs(path)
+            if bad:
+                raise ExportError(f'{path}: Conv nodes with run-time weights {bad}; TensorRT '
+                                  'cannot parse them (use nets.ops correlations)')
+    return tpath, spath
+
+
+def _node_label(node: onnx.NodeProto, index: int) -> str:
+    return node.name or f'{node.op_type}_{index}'
+
+
+def _runtime_weight_convs(graph: onnx.GraphProto, outer_constants: Set[str]) -> List[str]:
+    constants = set(outer_constants) | {init.name for init in graph.initializer}
+    constants |= {init.values.name for init in graph.sparse_initializer}
+    constants |= {n.output[0] for n in graph.node if n.op_type == 'Constant' and n.output}
+    producers = {}
+    for node in graph.node:
+        for name in node.output:
+            producers[name] = node
+
+    def is_constant(name: str, depth: int = 0) -> bool:
+        if name in constants:
+            return True
+        node = producers.get(name)
+        if node is None or depth > 64:
+            return False
+        if node.op_type == 'Constant':
+            return True
+        if node.op_type == 'Identity':
+            return is_constant(node.input[0], depth + 1)
+        if node.op_type == 'DequantizeLinear':  # QDQ weights, which TensorRT accepts
+            return is_constant(node.input[0], depth + 1)
+        return False
+
+    bad: List[str] = []
+    for i, node in enumerate(graph.node):
+        if node.op_type in ('Conv', 'ConvTranspose') and node.domain in ('', 'ai.onnx'):
+            if len(node.input) < 2 or not is_constant(node.input[1]):
+                bad.append(_node_label(node, i))
+        for attr in node.attribute:
+            subgraphs = list(attr.graphs) + ([attr.g] if attr.HasField('g') else [])
+            for sub in subgraphs:
+                bad += _runtime_weight_convs(sub, constants)
+    return bad
+
+
+def runtime_weight_convs(onnx_path: PathLike) -> List[str]:
+    """Names of Conv/ConvTranspose nodes whose weight input is not a constant.
+
+    A weight counts as constant when it is an initializer or the output of a Constant node,
+    possibly through Identity (or DequantizeLinear, the QDQ form TensorRT accepts). Nodes
+    without a name are reported as ``<op>_<index>``. Subgraphs (If/Loop) are searched too.
+    An empty list means TensorRT's parser will find constant weights on every convolution.
+    """
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return _runtime_weight_convs(model.graph, set())
+
+
+def write_model_dir(out_dir: PathLike, *, name: str, family: str, arch: str, decoder: str,
+                    stride: int, tracker: TrackerConfig, template_onnx: PathLike,
+                    search_onnx: PathLike, checkpoint: Optional[PathLike] = None,
+                    input_order: str = 'bgr',
+                    input_mean: Sequence[float] = (0.0, 0.0, 0.0),
+                    input_std: Sequence[float] = (1.0, 1.0, 1.0),
+                    anchors: Optional[AnchorSpec] = None) -> ModelSpec:
+    """Make ``out_dir`` a product model directory (layout 'template_search') with a manifest.
+
+    The graphs (and the optional PyTorch checkpoint) are copied in as ``template.onnx``,
+    ``search.onnx`` and ``checkpoint.pth`` unless they are already those files; the manifest
+    records their sha256 and the given hyper-parameters. Returns the verified spec read back.
+    """
+    root = Path(out_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    sources: Dict[str, Tuple[Path, str]] = {
+        'template': (Path(template_onnx), TEMPLATE_FILE),
+        'search': (Path(search_onnx), SEARCH_FILE)}
+    if checkpoint is not None:
+        sources['checkpoint'] = (Path(checkpoint), CHECKPOINT_FILE)
+    files: Dict[str, str] = {}
+    for role, (src, rel) in sources.items():
+        if not src.is_file():
+            raise FileNotFoundError(f'{role} file {src} does not exist')
+        dst = root / rel
+        if src.resolve() != dst:
+            shutil.copyfile(src, dst)
+        files[role] = rel
+    spec = ModelSpec(root=root, name=name, family=family, decoder=decoder,
+                     layout='template_search', stride=int(stride), files=files, arch=arch,
+                     input_order=input_order,
+                     input_mean=tuple(float(v) for v in input_mean),
+                     input_std=tuple(float(v) for v in input_std),
+                     tracker=tracker, anchors=anchors)
+    write_manifest(spec)
+    return load_manifest(root)
+
+
+def nanotrack_tracker_config(version: int) -> TrackerConfig:
+    """Tracker hyper-parameters the NanoTrack v``version`` weights were tuned with."""
+    if version not in NANOTRACK_HPARAMS:
+        raise ValueError(f'NanoTrack version must be one of {sorted(NANOTRACK_HPARAMS)}, '
+                         f'got {version!r}')
+    return TrackerConfig().replace(exemplar_size=127, instance_size=255, context_amount=0.5,
+                                   **NANOTRACK_HPARAMS[version])
+
+
+def export_nanotrack(version: int, checkpoint: PathLike, out_dir: PathLike,
+                     opset: int = 17, name: Optional[str] = None) -> ModelSpec:
+    """Build NanoTrack v``version``, load ``checkpoint`` strictly, write a model directory.
+
+    ``out_dir`` receives template.onnx, search.onnx (constant-weight convolutions only),
+    checkpoint.pth (the state dict alone, for the torch backend) and manifest.json with the
+    upstream tracking hyper-parameters. Returns the verified ModelSpec.
+    """
+    from .registry import build_net, load_weights
+
+    tracker = nanotrack_tracker_config(version)
+    arch = f'nanotrack_v{version}'
+    net = load_weights(build_net(arch), checkpoint, strict=True)
+    root = Path(out_dir)
+    tpath, spath = export_split(net, root, tracker.exemplar_size, tracker.instance_size,
+                                opset=opset)
+    ckpt = root / CHECKPOINT_FILE
+    torch.save({'arch': arch, 'state_dict': net.state_dict()}, ckpt)
+    return write_model_dir(root, name=name or arch, family='nanotrack', arch=arch,
+                           decoder='anchor_free', stride=16, tracker=tracker,
+                           template_onnx=tpath, search_onnx=spath, checkpoint=ckpt)
