@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch.nn.functional import conv2d
 
+from siam_tracker_ros.nets.nanotrack_import import make_backbone_dynamic
 from siam_tracker_ros.core.crop import context_size, crop_window, to_blob
 from siam_tracker_ros.core.manifest import ModelError
 from siam_tracker_ros.nets.nanotrack import NanoTrack
@@ -56,19 +57,7 @@ def _session(path) -> 'ort.InferenceSession':
 
 def _dynamic_backbone(src: Path, dst: Path) -> Path:
     """The upstream backbone with free H/W, so it also runs on 127x127 template crops."""
-    try:
-        from siam_tracker_ros.nets.nanotrack_import import make_backbone_dynamic
-    except ImportError:
-        model = onnx.load(str(src))
-        for value in list(model.graph.input) + list(model.graph.output):
-            dims = value.type.tensor_type.shape.dim
-            for i in (2, 3):
-                dims[i].ClearField('dim_value')
-                dims[i].dim_param = f'{value.name}_{i}'
-        del model.graph.value_info[:]
-        onnx.save(model, str(dst))
-    else:
-        make_backbone_dynamic(src, dst)
+    make_backbone_dynamic(src, dst)
     return dst
 
 
