@@ -24,7 +24,6 @@ from siam_tracker_ros.nets.ops import (xcorr_depthwise, xcorr_depthwise_conv,
 from siam_tracker_ros.nets.registry import build_net, load_weights, NETS
 
 ort = pytest.importorskip('onnxruntime')
-onnx = pytest.importorskip('onnx')
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get('SIAM_SHARED', REPO.parent / 'shared'))
