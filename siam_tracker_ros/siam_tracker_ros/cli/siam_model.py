@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser('info', help='print the manifest of a model directory')
     info.add_argument('model', help='model directory or upstream NanoTrack folder')
     info.set_defaults(handler=_info)
+
+    from .model_tools import add_subcommands
+    add_subcommands(sub, imp_sub)        # import pysot, build-engine, check-backend
     return parser
 
 
