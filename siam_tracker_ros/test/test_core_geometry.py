@@ -139,3 +139,9 @@ def test_bbox_validation_messages():
     assert 'zero' in BBox(1, 1, 0, 3).validation_error(10, 10)
     assert 'outside' in BBox(20, 1, 3, 3).validation_error(10, 10)
     assert BBox.from_center(10, 20, 4, 6).as_tuple() == (8, 17, 4, 6)
+
+
+def test_select_candidate_never_picks_an_overflowing_box():
+    boxes = np.array([[0, 0], [0, 0], [np.inf, 40], [50, 40]], dtype=float)
+    cands = Candidates(np.array([0.99, 0.1]), boxes, np.array([1.0, 0.0]))
+    assert select_candidate(cands, 40, 40, 0.1, 0.5).index == 1

@@ -155,3 +155,11 @@ def test_core_and_eval_import_no_heavy_or_ros_modules():
             'print(bad); sys.exit(1 if bad else 0)')
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_auto_backend_is_onnxruntime_on_cpu():
+    from siam_tracker_ros.backends.registry import resolve_name
+    assert resolve_name('auto', 'cpu') == 'onnxruntime'
+    assert resolve_name('torch', 'cpu') == 'torch'
+    with pytest.raises(BackendError, match='unknown backend'):
+        resolve_name('tflite')

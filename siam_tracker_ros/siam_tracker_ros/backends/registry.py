@@ -40,18 +40,18 @@ def available(name: str) -> bool:
     return True
 
 
-def resolve_name(name: str) -> str:
-    """Map 'auto' to the best backend present: tensorrt (with a GPU), else onnxruntime."""
+def resolve_name(name: str, device: str = 'cpu') -> str:
+    """Map 'auto' to the best backend present: tensorrt on a GPU device, else onnxruntime."""
     if name != 'auto':
         if name not in BACKENDS:
             raise BackendError(f'unknown backend {name!r}; choose one of '
                                f'{["auto", *BACKENDS]}')
         return name
-    if available('tensorrt'):
+    if device != 'cpu' and available('tensorrt'):
         return 'tensorrt'
     return 'onnxruntime'
 
 
 def create_backend(name: str, spec: ModelSpec, device: str = 'cpu', **options) -> Backend:
     """Create backend ``name`` ('auto', 'onnxruntime', 'torch', 'tensorrt') for a model."""
-    return BACKENDS[resolve_name(name)](spec, device, **options)
+    return BACKENDS[resolve_name(name, device)](spec, device, **options)

@@ -151,6 +151,9 @@ def select_candidate(cands: Candidates, target_w: float, target_h: float,
         penalty[~np.isfinite(penalty)] = 0.0     # degenerate (zero-size) candidates
     pscore = penalty * cands.scores
     pscore = pscore * (1.0 - window_influence) + cands.window * window_influence
+    usable = np.isfinite(cands.boxes).all(axis=0)
+    if not usable.all():                          # overflowing sizes can never be chosen
+        pscore = np.where(usable, pscore, -np.inf)
     best = int(np.argmax(pscore))
     return Selection(best, float(cands.scores[best]), float(penalty[best]), pscore)
 

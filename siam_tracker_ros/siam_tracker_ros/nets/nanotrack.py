@@ -352,8 +352,13 @@ class NanoTrack(nn.Module):
         return 15 if self.version == 3 else 16
 
     def split(self) -> Tuple[NanoTrackTemplate, NanoTrackSearch]:
-        """(template encoder, search head), sharing this net's parameters."""
-        return NanoTrackTemplate(self.backbone), NanoTrackSearch(self.backbone, self.ban_head)
+        """(template encoder, search head), sharing this net's parameters and train/eval mode.
+
+        torch.onnx.export restores the mode of the module it exports, so wrappers left in
+        training mode would put the shared net in training mode after an export.
+        """
+        return (NanoTrackTemplate(self.backbone).train(self.training),
+                NanoTrackSearch(self.backbone, self.ban_head).train(self.training))
 
     def forward(self, template: torch.Tensor,
                 search: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
