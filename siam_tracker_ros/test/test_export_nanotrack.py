@@ -7,17 +7,14 @@ Tolerance against the upstream ONNX pair (both run in ONNX Runtime, CPU), relati
 largest reference value: template features 2e-4 (measured about 1e-6 on real crops, <= 5e-5 on
 random pixels), cls/reg end to end 1e-3 (measured <= 2e-4; reg passes through exp()).
 """
-import os
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 from torch.nn.functional import conv2d
 
-from siam_tracker_ros.core.crop import context_size, crop_window, to_blob
+from shared_data import MODELS, bag_crops
 from siam_tracker_ros.core.manifest import load_manifest
 from siam_tracker_ros.nets.export import (export_nanotrack, export_split, ExportError,
                                           fold_constants, NANOTRACK_HPARAMS,
@@ -27,9 +24,7 @@ ort = pytest.importorskip('onnxruntime')
 onnx = pytest.importorskip('onnx')
 helper, numpy_helper, TensorProto = onnx.helper, onnx.numpy_helper, onnx.TensorProto
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get('SIAM_SHARED', REPO.parent / 'shared'))
-REFS = SHARED / 'reference-models'
+REFS = MODELS
 FEATURE_TOL = 2e-4
 OUTPUT_TOL = 1e-3
 VERSIONS = (1, 2, 3)
@@ -107,20 +102,9 @@ def upstream(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def crops():
-    seq = SHARED / 'sequences' / 'bag'
-    frames = sorted((seq / 'img').glob('*.jpg'))
-    if not frames:
-        pytest.skip(f'{seq} is absent (needs ../shared)')
-    image = cv2.imread(str(frames[0]), cv2.IMREAD_COLOR)
-    x, y, w, h = (float(v) for v in
-                  (seq / 'groundtruth.txt').read_text().splitlines()[0].split(','))
-    center = (x + w / 2 - 0.5, y + h / 2 - 0.5)
-    s_z = context_size(w, h, 0.5)
-    mean = image.reshape(-1, 3).mean(0)
     rng = np.random.default_rng(11)
     return {
-        'bag': (to_blob(crop_window(image, center, round(s_z), 127, mean)),
-                to_blob(crop_window(image, center, round(s_z * 255 / 127), 255, mean))),
+        'bag': bag_crops(),
         'random': (rng.uniform(0, 255, (1, 3, 127, 127)).astype(np.float32),
                    rng.uniform(0, 255, (1, 3, 255, 255)).astype(np.float32)),
     }

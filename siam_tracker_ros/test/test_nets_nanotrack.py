@@ -6,7 +6,6 @@ MODULE_TOL (backbone alone, head alone on identical features) = 2e-4; measured <
 1e-6 on real crops). PIPELINE_TOL (template encoder + search head end to end, where feature
 differences pass through exp() of the reg branch) = 1e-3; measured <= 1.8e-4.
 """
-import os
 from pathlib import Path
 
 import cv2
@@ -15,6 +14,7 @@ import pytest
 import torch
 from torch.nn.functional import conv2d
 
+from shared_data import MODELS, SHARED
 from siam_tracker_ros.nets.nanotrack_import import make_backbone_dynamic
 from siam_tracker_ros.core.crop import context_size, crop_window, to_blob
 from siam_tracker_ros.core.manifest import ModelError
@@ -25,9 +25,7 @@ from siam_tracker_ros.nets.registry import build_net, load_weights, NETS
 
 ort = pytest.importorskip('onnxruntime')
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get('SIAM_SHARED', REPO.parent / 'shared'))
-REFS = SHARED / 'reference-models'
+REFS = MODELS
 MODULE_TOL = 2e-4
 PIPELINE_TOL = 1e-3
 VERSIONS = (1, 2, 3)

@@ -23,6 +23,7 @@ from siam_tracker_ros.core.types import BBox
 from siam_tracker_ros.nets import pysot_import as P
 from siam_tracker_ros.nets import siamrpn as S
 from siam_tracker_ros.nets.export import runtime_weight_convs
+from siam_tracker_ros.nets.registry import read_state_dict
 from siam_tracker_ros.nets.ops import xcorr_depthwise_slices
 from siam_tracker_ros.nets.registry import build_net, load_weights
 
@@ -193,10 +194,10 @@ def test_checkpoint_of_another_arch_fails_with_shapes_listed(exported, tmp_path)
 def test_non_checkpoint_files_are_refused(tmp_path):
     path = tmp_path / 'junk.pth'
     torch.save({'epoch': 3, 'lr': 0.1}, path)
-    with pytest.raises(ModelError, match='not a pysot checkpoint'):
-        P.read_state_dict(path)
+    with pytest.raises(ModelError, match='not a checkpoint with a state_dict'):
+        read_state_dict(path)
     with pytest.raises(ModelError, match='does not exist'):
-        P.read_state_dict(tmp_path / 'missing.pth')
+        read_state_dict(tmp_path / 'missing.pth')
 
 
 # ------------------------------------------------------------------------------------------

@@ -5,26 +5,21 @@ Parity tolerances, relative to the largest reference value: template features 2e
 1e-3 (measured <= 2e-4 against the upstream ONNX pair; reg passes through exp()).
 """
 import dataclasses
-import os
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
+from shared_data import MODELS, bag_crops
 from siam_tracker_ros.backends.base import Backend, BackendError
 from siam_tracker_ros.backends.registry import create_backend
 from siam_tracker_ros.backends.torch_backend import TorchBackend
-from siam_tracker_ros.core.crop import context_size, crop_window, to_blob
 from siam_tracker_ros.core.manifest import load_manifest, ModelSpec
 from siam_tracker_ros.nets.export import nanotrack_tracker_config
 
 ort = pytest.importorskip('onnxruntime')
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get('SIAM_SHARED', REPO.parent / 'shared'))
-REFS = SHARED / 'reference-models'
+REFS = MODELS
 FEATURE_TOL = 2e-4
 OUTPUT_TOL = 1e-3
 
@@ -50,18 +45,7 @@ def _upstream_spec(version: int) -> ModelSpec:
 
 @pytest.fixture(scope='module')
 def crops():
-    seq = SHARED / 'sequences' / 'bag'
-    frames = sorted((seq / 'img').glob('*.jpg'))
-    if not frames:
-        pytest.skip(f'{seq} is absent (needs ../shared)')
-    image = cv2.imread(str(frames[0]), cv2.IMREAD_COLOR)
-    x, y, w, h = (float(v) for v in
-                  (seq / 'groundtruth.txt').read_text().splitlines()[0].split(','))
-    center = (x + w / 2 - 0.5, y + h / 2 - 0.5)
-    s_z = context_size(w, h, 0.5)
-    mean = image.reshape(-1, 3).mean(0)
-    return (to_blob(crop_window(image, center, round(s_z), 127, mean)),
-            to_blob(crop_window(image, center, round(s_z * 255 / 127), 255, mean)))
+    return bag_crops()
 
 
 def _upstream_pair(version, tmp_path):

@@ -36,7 +36,7 @@ from siam_tracker_ros.eval.sequences import list_sequences, read_frame, Sequence
 EVENTS_FILE = 'events.json'
 LOOKALIKE_LEAD = 15      # frames the look-alike is shown before the target disappears
 LOOKALIKE_TAIL = 15      # and after it is back
-RAMP = 6                 # frames the virtual camera takes to pan out (and back)
+PAN_SPEED = 0.5          # virtual-camera pan speed, in target sizes per frame
 MIN_VISIBLE = 0.5        # visible fraction under which a frame is 'target absent'
 REACQUIRE_WITHIN = 10    # frames after the return in which re-acquisition counts
 REACQUIRE_IOU = 0.5
@@ -52,9 +52,9 @@ class Plan:
 
 
 def plan_event(frames: int) -> Optional[Plan]:
-    """One absence per sequence: after a quarter of it, 8..25 frames long, 15 frames after."""
-    start = max(LOOKALIKE_LEAD + 5, frames // 4)
-    length = min(25, max(8, frames // 5))
+    """One absence per sequence: after a third of it, 8..25 frames long, 25 frames after it."""
+    start = max(LOOKALIKE_LEAD + 10, frames // 3)
+    length = min(25, max(8, frames // 6))
     if start + length + LOOKALIKE_TAIL + REACQUIRE_WITHIN > frames:
         return None
     return Plan(start, length)
@@ -66,11 +66,11 @@ def _smooth(values: np.ndarray, radius: int = 5) -> np.ndarray:
     return np.convolve(padded, kernel, mode='valid')
 
 
-def _ramp(frames: int, plan: Plan) -> np.ndarray:
-    """0..1 pan profile: out over RAMP frames before the start, back over RAMP from the end."""
+def _ramp(frames: int, plan: Plan, ramp: int) -> np.ndarray:
+    """0..1 pan profile: out over ``ramp`` frames up to the start, back from the end."""
     t = np.arange(frames, dtype=np.float64)
-    out = np.clip((t - (plan.start - RAMP)) / RAMP, 0.0, 1.0)
-    back = np.clip((plan.start + plan.length + RAMP - 1 - t) / RAMP, 0.0, 1.0)
+    out = np.clip((t - (plan.start - ramp)) / ramp, 0.0, 1.0)
+    back = np.clip((plan.start + plan.length + ramp - 1 - t) / ramp, 0.0, 1.0)
     return np.minimum(out, back)
 
 
@@ -92,15 +92,16 @@ def exit_windows(gt: np.ndarray, frame_w: int, frame_h: int, plan: Plan
     """
     centers = gt[:, :2] + gt[:, 2:] / 2.0
     path = np.stack([_smooth(centers[:, 0]), _smooth(centers[:, 1])], axis=1)
-    ramp = _ramp(len(gt), plan)
     side = float(np.sqrt(gt[:, 2] * gt[:, 3]).max())
-    for frac in (0.6, 0.55, 0.5, 0.45, 0.4):
+    start = min(0.6, 10.0 * side / frame_w)
+    for frac in (start, 0.9 * start, 0.8 * start, 0.7 * start):
         ww, wh = int(frame_w * frac) // 2 * 2, int(frame_h * frac) // 2 * 2
         if min(ww, wh) < 3 * side:
             continue
         for d in ((1, 0), (-1, 0), (0, 1), (0, -1)):
             amp = (ww if d[0] else wh) / 2.0 + 0.75 * (gt[:, 2].max() if d[0]
                                                       else gt[:, 3].max())
+            ramp = _ramp(len(gt), plan, int(math.ceil(amp / (PAN_SPEED * side))))
             c = path + np.outer(ramp * amp, d)
             x0 = np.round(c[:, 0] - ww / 2.0)
             y0 = np.round(c[:, 1] - wh / 2.0)
@@ -205,7 +206,7 @@ def build_exit(seq: Sequence, frames: List[np.ndarray], out: Path) -> Optional[P
         return None
     span = range(max(plan.start - LOOKALIKE_LEAD, 1), min(plan.start + plan.length
                                                          + LOOKALIKE_TAIL, n))
-    ref = gt[plan.start - RAMP - 1]
+    ref = gt[max(plan.start - LOOKALIKE_LEAD, 1)]
     place = None if np.isnan(ref).any() else _lookalike_place(
         np.where(np.isnan(gt), np.nan, gt), span, ref, ww, wh, [])
     lookalike = np.full((n, 4), np.nan)

@@ -27,6 +27,7 @@ import torch
 from ..core.config import TrackerConfig
 from ..core.manifest import AnchorSpec, ModelError, ModelSpec
 from . import siamrpn
+from .registry import read_state_dict
 
 PathLike = Union[str, Path]
 
@@ -74,27 +75,6 @@ class KeyReport:
         return '; '.join(parts) or 'all keys match'
 
 
-def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
-    """The tensor mapping of a pysot checkpoint ('state_dict' unwrapped, 'module.' stripped)."""
-    from .registry import _numpy_safe_globals
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f'checkpoint {path} does not exist')
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
-        raise ModelError(f'cannot read checkpoint {path}: {exc}') from exc
-    if isinstance(obj, Mapping) and isinstance(obj.get('state_dict'), Mapping):
-        obj = obj['state_dict']
-    if not isinstance(obj, Mapping) or not obj or \
-            not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f'{path} is not a pysot checkpoint: expected a state dict (parameter '
-                         'name -> tensor), alone or under "state_dict"')
-    prefix = 'module.'
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in obj.items()}
-
-
 def compare_keys(net: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> KeyReport:
     """What stops ``state`` from loading strictly into ``net``."""
     own = net.state_dict()
@@ -109,7 +89,7 @@ def compare_keys(net: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> Key
 def load_pysot_weights(net: torch.nn.Module, path: PathLike,
                        config_name: str = '') -> KeyReport:
     """Load a pysot checkpoint into ``net`` strictly; raise CheckpointMismatch listing why not."""
-    state = read_state_dict(path)
+    state = dict(read_state_dict(path))
     report = compare_keys(net, state)
     if not report.ok:
         what = f' built from {config_name}' if config_name else ''

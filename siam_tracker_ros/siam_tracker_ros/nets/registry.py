@@ -80,12 +80,11 @@ def _state_dict_of(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
                      'names to tensors, alone or under "state_dict")')
 
 
-def load_weights(net: nn.Module, path: Union[str, Path], strict: bool = True) -> nn.Module:
-    """Load checkpoint ``path`` into ``net`` (CPU tensors, ``weights_only``); return ``net``.
+def read_state_dict(path: Union[str, Path]) -> Mapping[str, torch.Tensor]:
+    """The parameter mapping of a checkpoint file (CPU tensors, loaded with ``weights_only``).
 
     Accepts a bare state dict or a dict holding it under 'state_dict' (NanoTrack, pysot
-    snapshots) or 'model'. With ``strict`` every key must match both ways; the error lists the
-    missing and unexpected keys.
+    snapshots), 'model' or 'net'; a DataParallel 'module.' prefix is removed.
     """
     path = Path(path)
     if not path.is_file():
@@ -95,7 +94,17 @@ def load_weights(net: nn.Module, path: Union[str, Path], strict: bool = True) ->
             obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
         raise ModelError(f'cannot read checkpoint {path}: {exc}') from exc
-    state = _state_dict_of(obj, path)
+    return _state_dict_of(obj, path)
+
+
+def load_weights(net: nn.Module, path: Union[str, Path], strict: bool = True) -> nn.Module:
+    """Load checkpoint ``path`` into ``net`` (CPU tensors, ``weights_only``); return ``net``.
+
+    Accepts a bare state dict or a dict holding it under 'state_dict' (NanoTrack, pysot
+    snapshots) or 'model'. With ``strict`` every key must match both ways; the error lists the
+    missing and unexpected keys.
+    """
+    state = read_state_dict(path)
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
