@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 
 def param(default: Any, description: str, low: Optional[float] = None,
@@ -41,7 +41,7 @@ class TrackerConfig:
         0.3, 'confidence at or above which the target counts as found', 0.0, 1.0, runtime=True)
     # Template update (core/template_update.py): gated moving average on template features.
     update_interval: int = param(
-        10, 'try a template update every N frames (one extra template-branch run); 0 = off',
+        0, 'try a template update every N frames (one extra template-branch run); 0 = off',
         0, 10000, runtime=True)
     update_rate: float = param(
         0.1, 'moving-average rate a of the template update: z = (1 - a) z + a f(box)',
@@ -50,23 +50,20 @@ class TrackerConfig:
         0.5, 'weight of the initial template in the template the tracker matches with',
         0.0, 1.0, runtime=True)
     update_min_confidence: float = param(
-        0.9, 'confidence a frame needs before its box may update the template', 0.0, 1.0,
+        0.7, 'confidence a frame needs before its box may update the template', 0.0, 1.0,
         runtime=True)
     update_min_agreement: float = param(
         0.5, 'cosine similarity to the initial template features a new sample needs',
         -1.0, 1.0, runtime=True)
     # Honest confidence and the TRACKING / LOST / SEARCHING state machine (core/longterm.py).
     lt_enabled: bool = param(
-        True, 'calibrated confidence, lost detection and local-to-global re-detection',
+        False, 'calibrated confidence, lost detection and local-to-global re-detection',
         runtime=True)
-    lt_threshold: float = param(
-        0.3, 'calibrated confidence under which a frame counts as uncertain (long-term mode; '
-        'found_threshold applies to the raw score when it is off)', 0.0, 1.0, runtime=True)
     lt_lost_frames: int = param(
-        3, 'consecutive frames below lt_threshold before the target is LOST', 1, 1000,
+        3, 'consecutive frames below found_threshold before the target is LOST', 1, 1000,
         runtime=True)
     lt_redetect_threshold: float = param(
-        0.7, 'confidence a candidate needs to be re-acquired while searching', 0.0, 1.0,
+        0.5, 'confidence a candidate needs to be re-acquired while searching', 0.0, 1.0,
         runtime=True)
     lt_verify_ratio: float = param(
         0.6, 'score against the initial template, relative to the first frame, a '
@@ -82,17 +79,14 @@ class TrackerConfig:
         1.0, 'exponent of the motion-plausibility term of the confidence', 0.0, 4.0,
         runtime=True)
     conf_motion_sigma: float = param(
-        0.5, 'width (in target sizes) of the Gaussian that scores the jump of the peak from '
-        'where the target was expected', 0.05, 10.0, runtime=True)
+        1.0, 'jump from the predicted centre, in target sizes, that halves... see docs',
+        0.05, 10.0, runtime=True)
     # Distractor memory (core/distractors.py).
     distractor_enabled: bool = param(
-        True, 'remember strong secondary peaks and penalise candidates on them', runtime=True)
+        False, 'remember strong secondary peaks and penalise candidates on them', runtime=True)
     distractor_ratio: float = param(
-        0.5, 'secondary peak score relative to the chosen one (and confidence of a masked-'
-        'target probe peak) that counts as a distractor', 0.0, 1.0, runtime=True)
-    distractor_probe_interval: int = param(
-        5, 'every N confident frames, run the search once more with the target masked out '
-        'to find look-alikes the score map suppresses; 0 = never', 0, 10000, runtime=True)
+        0.5, 'secondary peak score, relative to the chosen one, that counts as a distractor',
+        0.0, 1.0, runtime=True)
     distractor_penalty: float = param(
         0.8, 'how much a candidate on a remembered distractor loses (0 none, 1 all)',
         0.0, 1.0, runtime=True)
@@ -107,32 +101,6 @@ class TrackerConfig:
     def replace(self, **changes: Any) -> 'TrackerConfig':
         """Return a copy with some fields changed (validated)."""
         return validated(dataclasses.replace(self, **changes))
-
-
-# Named sets of policy switches (keyword overrides for TrackerConfig / load_tracker). 'plain'
-# is the authors' tracker bit for bit; 'default' is what TrackerConfig() holds (the ablation on
-# the 13 dev sequences and the generated long-term set chose it); the others are the ablation
-# steps.
-PRESETS: Dict[str, Dict[str, Any]] = {
-    'plain': {'update_interval': 0, 'lt_enabled': False, 'distractor_enabled': False,
-              'motion_kalman': False},
-    'update': {'update_interval': 10, 'lt_enabled': False, 'distractor_enabled': False,
-               'motion_kalman': False},
-    'redetect': {'update_interval': 10, 'lt_enabled': True, 'distractor_enabled': False,
-                 'motion_kalman': False},
-    'distractors': {'update_interval': 10, 'lt_enabled': True, 'distractor_enabled': True,
-                    'motion_kalman': False},
-    'motion': {'update_interval': 10, 'lt_enabled': True, 'distractor_enabled': True,
-               'motion_kalman': True},
-}
-PRESETS['default'] = dict(PRESETS['distractors'])
-
-
-def preset(name: str) -> Dict[str, Any]:
-    """The overrides of a named preset, e.g. ``load_tracker(path, **preset('plain'))``."""
-    if name not in PRESETS:
-        raise ValueError(f'unknown preset {name!r}; choose one of {sorted(PRESETS)}')
-    return dict(PRESETS[name])
 
 
 def validated(config):

@@ -146,20 +146,12 @@ class SiameseTracker:
         return (search.center[0] + boxes[0] / search.scale_z,
                 search.center[1] + boxes[1] / search.scale_z)
 
-    def _penalised(self, search: _Search, expected=None) -> Tuple[_Search, np.ndarray]:
-        """Candidates with their scores multiplied by the distractor factor (and the factor).
-
-        With ``expected`` (while tracking) candidates within one target size of where the
-        target is expected are left alone: the target may pass by a remembered distractor.
-        """
+    def _penalised(self, search: _Search) -> Tuple[_Search, np.ndarray]:
+        """Candidates with their scores multiplied by the distractor factor (and the factor)."""
         if not (self._config.distractor_enabled and self.distractors.items):
             return search, np.ones_like(search.cands.scores)
         xs, ys = self._positions(search)
-        side = self._target_side()
-        factor = self.distractors.factor(xs, ys, side, self.frame_index)
-        if expected is not None:
-            near = (xs - expected[0]) ** 2 + (ys - expected[1]) ** 2 < side ** 2
-            factor = np.where(near, 1.0, factor)
+        factor = self.distractors.factor(xs, ys, self._target_side(), self.frame_index)
         c = search.cands
         return _Search(search.center, search.scale_z,
                        Candidates(c.scores * factor, c.boxes, c.window)), factor
@@ -257,8 +249,7 @@ class SiameseTracker:
         cands = self._decoder.decode(cls, reg)
         search = _Search((float(center[0]), float(center[1])), scale_z, cands)
         raw_scores = cands.scores
-        expected = self.kalman.center if cfg.motion_kalman else (center[0], center[1])
-        search, factor = self._penalised(search, expected)
+        search, factor = self._penalised(search)
         cands = search.cands
         pick = select_candidate(cands, self.size[0] * scale_z, self.size[1] * scale_z,
                                 cfg.penalty_k, cfg.window_influence)
@@ -288,11 +279,12 @@ class SiameseTracker:
 
         if not self._calibrated:
             self._calibrate(image)
+        expected = self.kalman.center if cfg.motion_kalman else (center[0], center[1])
         cues = self._cues(search, raw_scores, pick.index, expected)
         self.last_cues = cues
         confidence = self.estimator(cues, float(factor[pick.index]))
         lt = self.longterm
-        if confidence >= cfg.lt_threshold:
+        if confidence >= cfg.found_threshold:
             lt.low_frames = 0
             self.center = np.array([cx, cy])
             self.size = np.array([w, h])
@@ -300,9 +292,7 @@ class SiameseTracker:
                 self.kalman.correct(self.center, self.size)
             box = BBox.from_center(cx, cy, w, h)
             lt.held_box = box
-            if confidence >= cfg.update_min_confidence:
-                self.estimator.observe(cues)
-            self._after_confident(image, search, raw_scores, pick, confidence, crop)
+            self._after_confident(image, search, raw_scores, pick, confidence)
             state = TrackState.TRACKING
         else:
             lt.low_frames += 1
@@ -318,33 +308,12 @@ class SiameseTracker:
         self.last_stage_ms['decode'] = (time.perf_counter() - t2) * 1e3
         return TrackResult(box, pick.score, state, confidence)
 
-    def _probe_distractor(self, search: _Search, crop: np.ndarray):
-        """Where the tracker would go if the target vanished: the search crop is run again
-        with the target masked out; a strong peak there is a distractor (image x, y)."""
-        cfg = self._config
-        masked = crop.copy()
-        z = search.scale_z
-        half = 0.6 * self.size * z
-        mid = cfg.instance_size / 2.0 + (self.center - np.array(search.center)) * z
-        x1, y1 = (int(v) for v in np.floor(mid - half))
-        x2, y2 = (int(v) for v in np.ceil(mid + half))
-        masked[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = np.array(self.pad_color)
-        cls, reg = self.backend.track(self.features, to_blob(masked))
-        probe = _Search(search.center, z, self._decoder.decode(cls, reg))
-        pick = select_candidate(probe.cands, self.size[0] * z, self.size[1] * z,
-                                cfg.penalty_k, 0.0)
-        cues = self._cues(probe, probe.cands.scores, pick.index, search.center)
-        if self.estimator(Cues(cues.score, cues.sharpness, 0.0)) < cfg.distractor_ratio:
-            return None
-        xs, ys = self._positions(probe)
-        return float(xs[pick.index]), float(ys[pick.index])
-
     def _after_confident(self, image, search: _Search, raw_scores, pick: Selection,
-                         confidence: float, crop: Optional[np.ndarray] = None) -> None:
+                         confidence: float) -> None:
         """Distractor bookkeeping and the template update on a confidently tracked frame."""
         cfg = self._config
         distractor_free = True
-        if cfg.distractor_enabled and confidence >= cfg.update_min_confidence:
+        if cfg.distractor_enabled:
             side = self._map_side(search)
             score_map = cell_scores(raw_scores, side)
             best = raw_scores.reshape(-1, side * side).argmax(axis=0)
@@ -357,11 +326,6 @@ class SiameseTracker:
             for r, c in peaks:
                 k = int(best[r * side + c]) * side * side + r * side + c
                 points.append((float(xs[k]), float(ys[k])))
-            if (crop is not None and cfg.distractor_probe_interval
-                    and self.frame_index % cfg.distractor_probe_interval == 0):
-                found = self._probe_distractor(search, crop)
-                if found is not None:
-                    points.append(found)
             distractor_free = not points
             self.distractors.observe(points, (self.center[0], self.center[1]),
                                      self._target_side(), self.frame_index)
@@ -402,7 +366,6 @@ class SiameseTracker:
             scored = self._best_in(image, c, self.features, expected)
             if best is None or scored.confidence > best.confidence:
                 best = scored
-        self.last_cues = best.cues
         if best.confidence >= cfg.lt_redetect_threshold and self._verified(image, best):
             height, width = image.shape[:2]
             cx = min(max(best.center[0], 0.0), width)
