@@ -39,64 +39,6 @@ class TrackerConfig:
     min_size: float = param(10.0, 'smallest box side in pixels after clipping', 1.0, 100.0)
     found_threshold: float = param(
         0.3, 'confidence at or above which the target counts as found', 0.0, 1.0, runtime=True)
-    # Template update (core/template_update.py): gated moving average on template features.
-    update_interval: int = param(
-        0, 'try a template update every N frames (one extra template-branch run); 0 = off',
-        0, 10000, runtime=True)
-    update_rate: float = param(
-        0.1, 'moving-average rate a of the template update: z = (1 - a) z + a f(box)',
-        0.0, 1.0, runtime=True)
-    update_init_weight: float = param(
-        0.5, 'weight of the initial template in the template the tracker matches with',
-        0.0, 1.0, runtime=True)
-    update_min_confidence: float = param(
-        0.7, 'confidence a frame needs before its box may update the template', 0.0, 1.0,
-        runtime=True)
-    update_min_agreement: float = param(
-        0.5, 'cosine similarity to the initial template features a new sample needs',
-        -1.0, 1.0, runtime=True)
-    # Honest confidence and the TRACKING / LOST / SEARCHING state machine (core/longterm.py).
-    lt_enabled: bool = param(
-        False, 'calibrated confidence, lost detection and local-to-global re-detection',
-        runtime=True)
-    lt_lost_frames: int = param(
-        3, 'consecutive frames below found_threshold before the target is LOST', 1, 1000,
-        runtime=True)
-    lt_redetect_threshold: float = param(
-        0.5, 'confidence a candidate needs to be re-acquired while searching', 0.0, 1.0,
-        runtime=True)
-    lt_verify_ratio: float = param(
-        0.6, 'score against the initial template, relative to the first frame, a '
-        're-acquired candidate needs', 0.0, 2.0, runtime=True)
-    lt_local_frames: int = param(
-        6, 'searching frames spent around the last position before scanning the frame',
-        0, 1000, runtime=True)
-    lt_tiles_per_frame: int = param(
-        4, 'search windows of the global scan run per searching frame', 1, 64, runtime=True)
-    conf_sharpness_weight: float = param(
-        0.5, 'exponent of the peak-sharpness term of the confidence', 0.0, 4.0, runtime=True)
-    conf_motion_weight: float = param(
-        1.0, 'exponent of the motion-plausibility term of the confidence', 0.0, 4.0,
-        runtime=True)
-    conf_motion_sigma: float = param(
-        1.0, 'jump from the predicted centre, in target sizes, that halves... see docs',
-        0.05, 10.0, runtime=True)
-    # Distractor memory (core/distractors.py).
-    distractor_enabled: bool = param(
-        False, 'remember strong secondary peaks and penalise candidates on them', runtime=True)
-    distractor_ratio: float = param(
-        0.5, 'secondary peak score, relative to the chosen one, that counts as a distractor',
-        0.0, 1.0, runtime=True)
-    distractor_penalty: float = param(
-        0.8, 'how much a candidate on a remembered distractor loses (0 none, 1 all)',
-        0.0, 1.0, runtime=True)
-    distractor_memory: int = param(
-        150, 'frames a distractor is remembered after it was last seen', 1, 100000,
-        runtime=True)
-    # Motion model (core/motion.py).
-    motion_kalman: bool = param(
-        False, 'constant-velocity Kalman filter on centre and size places the search window '
-        'through low-confidence frames and occlusions', runtime=True)
 
     def replace(self, **changes: Any) -> 'TrackerConfig':
         """Return a copy with some fields changed (validated)."""
