@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 
 def param(default: Any, description: str, low: Optional[float] = None,
@@ -39,10 +39,97 @@ class TrackerConfig:
     min_size: float = param(10.0, 'smallest box side in pixels after clipping', 1.0, 100.0)
     found_threshold: float = param(
         0.3, 'confidence at or above which the target counts as found', 0.0, 1.0, runtime=True)
+    # Template update (core/template_update.py): gated moving average on template features.
+    update_interval: int = param(
+        10, 'try a template update every N frames (one extra template-branch run); 0 = off',
+        0, 10000, runtime=True)
+    update_rate: float = param(
+        0.1, 'moving-average rate a of the template update: z = (1 - a) z + a f(box)',
+        0.0, 1.0, runtime=True)
+    update_init_weight: float = param(
+        0.5, 'weight of the initial template in the template the tracker matches with',
+        0.0, 1.0, runtime=True)
+    update_min_confidence: float = param(
+        0.9, 'confidence a frame needs before its box may update the template', 0.0, 1.0,
+        runtime=True)
+    update_min_agreement: float = param(
+        0.5, 'cosine similarity to the initial template features a new sample needs',
+        -1.0, 1.0, runtime=True)
+    # Honest confidence and the TRACKING / LOST / SEARCHING state machine (core/longterm.py).
+    lt_enabled: bool = param(
+        True, 'calibrated confidence, lost detection and local-to-global re-detection',
+        runtime=True)
+    lt_lost_frames: int = param(
+        3, 'consecutive LOST frames (confidence below found_threshold) before SEARCHING', 1, 1000,
+        runtime=True)
+    lt_redetect_threshold: float = param(
+        0.7, 'confidence a candidate needs to be re-acquired while searching', 0.0, 1.0,
+        runtime=True)
+    lt_verify_ratio: float = param(
+        0.6, 'score against the initial template, relative to the first frame, a '
+        're-acquired candidate needs', 0.0, 2.0, runtime=True)
+    lt_local_frames: int = param(
+        6, 'searching frames spent around the last position before scanning the frame',
+        0, 1000, runtime=True)
+    lt_tiles_per_frame: int = param(
+        4, 'search windows of the global scan run per searching frame', 1, 64, runtime=True)
+    conf_sharpness_weight: float = param(
+        0.5, 'exponent of the peak-sharpness term of the confidence', 0.0, 4.0, runtime=True)
+    conf_motion_weight: float = param(
+        1.0, 'exponent of the motion-plausibility term of the confidence', 0.0, 4.0,
+        runtime=True)
+    conf_motion_sigma: float = param(
+        0.5, 'width (in target sizes) of the Gaussian that scores the jump of the peak from '
+        'where the target was expected', 0.05, 10.0, runtime=True)
+    # Distractor memory (core/distractors.py).
+    distractor_enabled: bool = param(
+        True, 'remember strong secondary peaks and penalise candidates on them', runtime=True)
+    distractor_ratio: float = param(
+        0.5, 'secondary peak score relative to the chosen one (and confidence of a masked-'
+        'target probe peak) that counts as a distractor', 0.0, 1.0, runtime=True)
+    distractor_probe_interval: int = param(
+        5, 'every N confident frames, run the search once more with the target masked out '
+        'to find look-alikes the score map suppresses; 0 = never', 0, 10000, runtime=True)
+    distractor_penalty: float = param(
+        0.8, 'how much a candidate on a remembered distractor loses (0 none, 1 all)',
+        0.0, 1.0, runtime=True)
+    distractor_memory: int = param(
+        150, 'frames a distractor is remembered after it was last seen', 1, 100000,
+        runtime=True)
+    # Motion model (core/motion.py).
+    motion_kalman: bool = param(
+        False, 'constant-velocity Kalman filter on centre and size places the search window '
+        'through low-confidence frames and occlusions', runtime=True)
 
     def replace(self, **changes: Any) -> 'TrackerConfig':
         """Return a copy with some fields changed (validated)."""
         return validated(dataclasses.replace(self, **changes))
+
+
+# Named sets of policy switches (keyword overrides for TrackerConfig / load_tracker). 'plain'
+# is the authors' tracker bit for bit; 'default' is what TrackerConfig() holds (the ablation on
+# the 13 dev sequences and the generated long-term set chose it); the others are the ablation
+# steps.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    'plain': {'update_interval': 0, 'lt_enabled': False, 'distractor_enabled': False,
+              'motion_kalman': False},
+    'update': {'update_interval': 10, 'lt_enabled': False, 'distractor_enabled': False,
+               'motion_kalman': False},
+    'redetect': {'update_interval': 10, 'lt_enabled': True, 'distractor_enabled': False,
+                 'motion_kalman': False},
+    'distractors': {'update_interval': 10, 'lt_enabled': True, 'distractor_enabled': True,
+                    'motion_kalman': False},
+    'motion': {'update_interval': 10, 'lt_enabled': True, 'distractor_enabled': True,
+               'motion_kalman': True},
+}
+PRESETS['default'] = dict(PRESETS['distractors'])
+
+
+def preset(name: str) -> Dict[str, Any]:
+    """The overrides of a named preset, e.g. ``load_tracker(path, **preset('plain'))``."""
+    if name not in PRESETS:
+        raise ValueError(f'unknown preset {name!r}; choose one of {sorted(PRESETS)}')
+    return dict(PRESETS[name])
 
 
 def validated(config):

@@ -1,0 +1,86 @@
+"""Distractor memory: where strong look-alikes of the target were seen, in image pixels.
+
+After DaSiamRPN's distractor-aware idea, but positional: on confidently tracked frames the
+strong secondary peaks of the score map (local maxima away from the target) are remembered;
+a later candidate that sits on a remembered distractor loses part of its score and confidence.
+An exact copy of the target cannot be told apart by appearance, only by where it is, so the
+memory keeps positions. A distractor the target itself comes to cover is forgotten.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+
+class DistractorMemory:
+    """Positions of remembered distractors with the frame they were last seen on."""
+
+    def __init__(self, config):
+        """Read the distractor_* fields of a TrackerConfig."""
+        self.items: List[List[float]] = []  # [x, y, last_seen_frame]
+        self.set_config(config)
+
+    def set_config(self, config) -> None:
+        """Take new settings (run-time change)."""
+        self.ratio = config.distractor_ratio
+        self.penalty = config.distractor_penalty
+        self.memory = config.distractor_memory
+
+    def clear(self) -> None:
+        """Forget every distractor."""
+        self.items = []
+
+    @staticmethod
+    def secondary_peaks(score_map: np.ndarray, row: int, col: int, radius: int,
+                        ratio: float, limit: int = 3) -> List[Tuple[int, int]]:
+        """Cells (row, col) of local maxima scoring at least ``ratio`` times the peak, more
+        than ``radius`` cells from it and from each other."""
+        peak = score_map[row, col]
+        size = score_map.shape[0]
+        padded = np.pad(score_map, 1, constant_values=-np.inf)
+        local = np.ones_like(score_map, dtype=bool)
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                if dr or dc:
+                    local &= score_map >= padded[1 + dr:1 + dr + size, 1 + dc:1 + dc + size]
+        rows, cols = np.nonzero(local & (score_map >= ratio * peak))
+        order = np.argsort(-score_map[rows, cols], kind='stable')
+        chosen = [(row, col)]
+        out = []
+        for k in order:
+            r, c = int(rows[k]), int(cols[k])
+            if all(max(abs(r - a), abs(c - b)) > radius for a, b in chosen):
+                chosen.append((r, c))
+                out.append((r, c))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def observe(self, points: Sequence[Tuple[float, float]], target: Tuple[float, float],
+                target_size: float, frame: int) -> None:
+        """Fold in the distractor positions seen on a confident frame."""
+        merge = 0.75 * target_size
+        for x, y in points:
+            for item in self.items:
+                if (item[0] - x) ** 2 + (item[1] - y) ** 2 < merge ** 2:
+                    item[0], item[1], item[2] = x, y, frame
+                    break
+            else:
+                self.items.append([x, y, frame])
+        near = target_size
+        self.items = [it for it in self.items
+                      if frame - it[2] <= self.memory
+                      and (it[0] - target[0]) ** 2 + (it[1] - target[1]) ** 2 > near ** 2]
+
+    def factor(self, xs: np.ndarray, ys: np.ndarray, target_size: float, frame: int
+               ) -> np.ndarray:
+        """Per-candidate multiplier in [1 - penalty, 1] for candidates at image (xs, ys)."""
+        out = np.ones_like(np.asarray(xs, dtype=np.float64))
+        sigma = 0.5 * target_size
+        for x, y, seen in self.items:
+            if frame - seen > self.memory:
+                continue
+            d2 = (xs - x) ** 2 + (ys - y) ** 2
+            out = np.minimum(out, 1.0 - self.penalty * np.exp(-0.5 * d2 / sigma ** 2))
+        return out

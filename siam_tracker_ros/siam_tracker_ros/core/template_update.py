@@ -1,0 +1,87 @@
+"""Template update on the template features (the tracker owns them; backends hold no state).
+
+Confidence-gated moving average (SiamMargin), with the initial template always in the mix
+(DASTSiam): the accumulated template is ``z_t = (1 - a) z_{t-1} + a f(box_t)``, updated only on
+confident, distractor-free frames whose new sample still resembles the initial template
+(cosine similarity of the features), and the tracker matches with
+``w0 * z_0 + (1 - w0) * z_t``. A sample costs one template-branch run, so it is taken at most
+every ``update_interval`` frames.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+Features = Tuple[np.ndarray, ...]
+
+
+def cosine(a: Features, b: Features) -> float:
+    """Cosine similarity of two feature tuples, flattened together."""
+    va = np.concatenate([x.ravel() for x in a]).astype(np.float64)
+    vb = np.concatenate([x.ravel() for x in b]).astype(np.float64)
+    denom = np.linalg.norm(va) * np.linalg.norm(vb)
+    return float(va @ vb / denom) if denom > 0 else 0.0
+
+
+class TemplateUpdater:
+    """Holds the initial and the accumulated template; gives the template to match with."""
+
+    def __init__(self, config):
+        """Read the update_* fields of a TrackerConfig."""
+        self.initial: Features = ()
+        self.accumulated: Features = ()
+        self.current: Features = ()
+        self.updates = 0
+        self.last_agreement: Optional[float] = None
+        self.set_config(config)
+
+    def set_config(self, config) -> None:
+        """Take new settings (run-time change)."""
+        self.interval = config.update_interval
+        self.rate = config.update_rate
+        self.init_weight = config.update_init_weight
+        self.min_confidence = config.update_min_confidence
+        self.min_agreement = config.update_min_agreement
+        if self.updates:
+            self._mix()
+
+    @property
+    def enabled(self) -> bool:
+        """True when updates are taken at all."""
+        return self.interval > 0 and self.rate > 0 and self.init_weight < 1
+
+    def reset(self, features: Features) -> None:
+        """Start from the initial template."""
+        self.initial = tuple(np.asarray(f, dtype=np.float32) for f in features)
+        self.accumulated = self.initial
+        self.current = self.initial
+        self.updates = 0
+        self.last_agreement = None
+
+    def due(self, frame: int, confidence: float, distractor_free: bool) -> bool:
+        """Whether this frame should be sampled (the caller then encodes the box)."""
+        return (self.enabled and frame % self.interval == 0 and confidence >= self.min_confidence
+                and distractor_free)
+
+    def offer(self, sample: Features) -> bool:
+        """Fold in a new template sample if it agrees with the initial template."""
+        sample = tuple(np.asarray(f, dtype=np.float32) for f in sample)
+        self.last_agreement = cosine(sample, self.initial)
+        if self.last_agreement < self.min_agreement:
+            return False
+        a = np.float32(self.rate)
+        self.accumulated = tuple((1 - a) * z + a * f for z, f in zip(self.accumulated, sample))
+        self.updates += 1
+        self._mix()
+        return True
+
+    def _mix(self) -> None:
+        w = np.float32(self.init_weight)
+        self.current = tuple(np.ascontiguousarray(w * z0 + (1 - w) * z)
+                             for z0, z in zip(self.initial, self.accumulated))
+
+    @property
+    def changed(self) -> bool:
+        """True when the template in use differs from the initial one."""
+        return self.updates > 0
