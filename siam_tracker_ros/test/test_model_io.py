@@ -14,6 +14,7 @@ from shared_data import MODELS, need
 from siam_tracker_ros.backends.base import BackendError
 from siam_tracker_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, choose_providers
 from siam_tracker_ros.cli import siam_model
+from siam_tracker_ros.core.config import MODEL_FIELDS
 from siam_tracker_ros.core.manifest import ModelError, load_manifest
 from siam_tracker_ros.nets.fetch import fetch_model, source_url, CATALOG
 from siam_tracker_ros.nets.nanotrack_import import import_nanotrack, make_backbone_dynamic
@@ -31,6 +32,9 @@ def test_import_writes_a_verified_manifest(v3_model):
         0.138, 0.455, 0.348)
     assert set(spec.files) == {'backbone', 'head', 'checkpoint'}
     assert all(len(h) == 64 for h in spec.sha256.values())
+    # only what the weights were tuned with is frozen into the manifest
+    recorded = json.loads((spec.root / 'manifest.json').read_text())['tracker']
+    assert set(recorded) == set(MODEL_FIELDS)
 
 
 def test_dynamic_backbone_equals_the_published_dynamic_v2(tmp_path):

@@ -110,6 +110,11 @@ class TrackerConfig:
 # is the authors' tracker bit for bit; 'default' is what TrackerConfig() holds (the ablation on
 # the 13 dev sequences and the generated long-term set chose it); the others are the ablation
 # steps.
+# The fields a model's weights were tuned with: the ones a model manifest records. Everything
+# else (thresholds, policies) takes its default here or a user override, never a frozen copy.
+MODEL_FIELDS = ('exemplar_size', 'instance_size', 'context_amount', 'penalty_k',
+                'window_influence', 'lr')
+
 PRESETS: Dict[str, Dict[str, Any]] = {
     'plain': {'update_interval': 0, 'lt_enabled': False, 'distractor_enabled': False,
               'motion_kalman': False},

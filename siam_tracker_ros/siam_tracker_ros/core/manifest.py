@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from .config import TrackerConfig, from_mapping
+from .config import MODEL_FIELDS, TrackerConfig, from_mapping
 
 MANIFEST_NAME = 'manifest.json'
 FORMAT_VERSION = 1
@@ -93,7 +93,7 @@ class ModelSpec:
             'stride': self.stride,
             'input': {'order': self.input_order, 'mean': list(self.input_mean),
                       'std': list(self.input_std)},
-            'tracker': asdict(self.tracker),
+            'tracker': {k: v for k, v in asdict(self.tracker).items() if k in MODEL_FIELDS},
             'anchors': None if self.anchors is None else {
                 'ratios': list(self.anchors.ratios), 'scales': list(self.anchors.scales)},
             'files': {role: {'path': rel, 'sha256': self.sha256.get(role, '')}
