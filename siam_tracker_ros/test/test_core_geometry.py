@@ -34,11 +34,22 @@ def test_crop_without_resize_is_the_exact_slice():
     np.testing.assert_array_equal(crop, img[19:40, 29:50])
 
 
-def test_crop_with_resize_matches_slice_then_resize():
+def test_crop_inside_the_frame_is_upstreams_slice_then_resize():
     img = cv2.GaussianBlur(ramp_image(120, 160), (0, 0), 2)
     crop = crop_window(img, (80.0, 60.0), 64, 40, (0, 0, 0))
     x0, y0 = window_origin(80.0, 64), window_origin(60.0, 64)
     ref = cv2.resize(img[y0:y0 + 64, x0:x0 + 64], (40, 40), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(crop, ref)
+
+
+def test_crop_leaving_the_frame_matches_pad_then_resize():
+    img = cv2.GaussianBlur(ramp_image(120, 160), (0, 0), 2)
+    pad = (50, 60, 70)
+    crop = crop_window(img, (150.0, 20.0), 64, 40, pad)
+    x0, y0 = window_origin(150.0, 64), window_origin(20.0, 64)
+    padded = cv2.copyMakeBorder(img, 64, 64, 64, 64, cv2.BORDER_CONSTANT, value=pad)
+    window = padded[y0 + 64:y0 + 128, x0 + 64:x0 + 128]
+    ref = cv2.resize(window, (40, 40), interpolation=cv2.INTER_LINEAR)
     diff = np.abs(crop.astype(int) - ref.astype(int))
     # warpAffine samples on a 1/32-pixel grid, resize on exact weights: within 2 grey levels.
     assert diff.max() <= 2 and diff.mean() < 0.5

@@ -9,6 +9,8 @@ import numpy as np
 from ..core.manifest import ModelSpec
 from .base import BackendError, Features, as_features
 
+# Input name of the search crop in the backbone+head graph built by search_graph().
+SEARCH_INPUT = 'search'
 # Execution providers tried in this order on a GPU device ('cuda', 'cuda:N', 'gpu').
 _GPU_PROVIDERS = ('TensorrtExecutionProvider', 'CUDAExecutionProvider')
 
@@ -31,6 +33,39 @@ def choose_providers(device: str, available: Sequence[str]) -> List[str]:
                            f'execution provider (available: {list(available)}); install '
                            'onnxruntime-gpu or use device cpu')
     return gpu + ['CPUExecutionProvider']
+
+
+def search_graph(backbone_path, head_path) -> bytes:
+    """Backbone and head joined into one graph: (template features, search crop) -> (cls, reg).
+
+    The head's inputs are (template features, search features); the backbone's output feeds
+    the second. Errors name the files, so a corrupt model is reported where it entered.
+    """
+    import onnx
+    from onnx import compose
+    try:
+        backbone = onnx.load(str(backbone_path))
+        head = onnx.load(str(head_path))
+    except Exception as exc:  # noqa: BLE001 - protobuf decode errors come in several types
+        raise BackendError(f'cannot read {backbone_path} / {head_path}: {exc}; the files may be '
+                           'corrupt: re-import or re-fetch the model') from exc
+    head_inputs = [i.name for i in head.graph.input]
+    if len(head_inputs) != 2 or len(backbone.graph.output) != 1:
+        raise BackendError(f'{head_path} has inputs {head_inputs}; expected (template features, '
+                           f'search features), fed by the one output of {backbone_path}')
+    backbone = compose.add_prefix(backbone, 'backbone/')
+    old_name = backbone.graph.input[0].name
+    backbone.graph.input[0].name = SEARCH_INPUT
+    for node in backbone.graph.node:
+        node.input[:] = [SEARCH_INPUT if n == old_name else n for n in node.input]
+    backbone.ir_version = head.ir_version = max(backbone.ir_version, head.ir_version)
+    if backbone.opset_import[0].version != head.opset_import[0].version:
+        version = max(backbone.opset_import[0].version, head.opset_import[0].version)
+        backbone = onnx.version_converter.convert_version(backbone, version)
+        head = onnx.version_converter.convert_version(head, version)
+    joined = compose.merge_models(backbone, head,
+                                  io_map=[(backbone.graph.output[0].name, head_inputs[1])])
+    return joined.SerializeToString()
 
 
 class OnnxRuntimeBackend:
@@ -58,33 +93,31 @@ class OnnxRuntimeBackend:
         opts.graph_optimization_level = levels[optimization]
         first, second = spec.graph_roles
         self._first = self._session(ort, opts, spec.path(first))
-        self._second = self._session(ort, opts, spec.path(second))
+        if spec.layout == 'backbone_head':
+            # One search session = backbone feeding the head: one run per frame instead of two.
+            self._second = self._session(ort, opts, spec.path(second),
+                                         search_graph(spec.path(first), spec.path(second)))
+        else:
+            self._second = self._session(ort, opts, spec.path(second))
         self._normalise = (tuple(spec.input_mean) != (0.0, 0.0, 0.0)
                            or tuple(spec.input_std) != (1.0, 1.0, 1.0))
         self._mean = np.asarray(spec.input_mean, np.float32).reshape(1, 3, 1, 1)
         self._std = np.asarray(spec.input_std, np.float32).reshape(1, 3, 1, 1)
         self._first_in = self._first.get_inputs()[0].name
-        second_inputs = [i.name for i in self._second.get_inputs()]
         outputs = [o.name for o in self._second.get_outputs()]
         if len(outputs) != 2:
             raise BackendError(f'{spec.path(second)} has {len(outputs)} outputs; expected '
                                '(cls, reg)')
         self._outputs = outputs
-        if spec.layout == 'backbone_head':
-            # head(input1 = template features, input2 = search features)
-            if len(second_inputs) != 2:
-                raise BackendError(f'head graph {spec.path(second)} has inputs {second_inputs}; '
-                                   'expected (template features, search features)')
-            self._feature_names = second_inputs[:1]
-            self._search_name = second_inputs[1]
-        else:
-            self._search_name = next((n for n in second_inputs if n == 'search'),
-                                     second_inputs[0])
-            self._feature_names = [n for n in second_inputs if n != self._search_name]
+        second_inputs = [i.name for i in self._second.get_inputs()]
+        self._search_name = next((n for n in second_inputs if n in ('search', SEARCH_INPUT)),
+                                 second_inputs[0])
+        self._feature_names = [n for n in second_inputs if n != self._search_name]
 
-    def _session(self, ort, opts, path):
+    def _session(self, ort, opts, path, model_bytes: Optional[bytes] = None):
         try:
-            return ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
+            return ort.InferenceSession(model_bytes if model_bytes is not None else str(path),
+                                        sess_options=opts, providers=self.providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types
             raise BackendError(f'onnxruntime cannot load {path}: {exc}; the file may be corrupt: '
                                're-import or re-fetch the model') from exc
@@ -101,10 +134,7 @@ class OnnxRuntimeBackend:
     def track(self, features: Sequence[np.ndarray],
               search_crop: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Features + search crop -> (cls, reg)."""
-        search = self._prepare(search_crop)
-        if self.spec.layout == 'backbone_head':
-            search = self._first.run(None, {self._first_in: search})[0]
         feeds: Dict[str, np.ndarray] = dict(zip(self._feature_names, features))
-        feeds[self._search_name] = search
+        feeds[self._search_name] = self._prepare(search_crop)
         cls, reg = self._second.run(self._outputs, feeds)
         return cls, reg

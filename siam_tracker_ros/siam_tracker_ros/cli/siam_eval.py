@@ -22,6 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence as Seq, Tuple
 
+from siam_tracker_ros.core.config import PRESETS, preset
+
 PEER_HELP = ('comma separated peers: opencv-nano, opencv-mil, opencv-csrt, opencv-kcf; '
              'KIND@DIR gives that peer its own model folder (for example '
              'opencv-nano@../shared/reference-models/nanotrack-v1); may be repeated')
@@ -52,8 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help='inference backend for our tracker: auto, onnxruntime, torch, tensorrt '
                         '(default auto)')
     p.add_argument('--device', default='cpu', help='device for our tracker (default cpu)')
+    p.add_argument('--preset', choices=sorted(PRESETS), default='default',
+                   help='tracker policy preset for our tracker: plain = the authors\' tracking '
+                        'step; default = with template update, confidence, re-detection and '
+                        'distractor memory (default %(default)s)')
     p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
-                   help='tracker configuration override for our tracker; may be repeated')
+                   help='tracker configuration override for our tracker (applied after '
+                        '--preset); may be repeated')
     p.add_argument('--threads', type=int, default=None, metavar='N',
                    help="cv2.setNumThreads(N) for the run (all trackers in this process); "
                         "default: leave OpenCV's own setting")
@@ -125,12 +132,7 @@ def _cpu_count() -> Dict[str, Optional[int]]:
 
 
 def _load_ours(args: argparse.Namespace, overrides: Dict[str, Any]):
-    try:
-        from siam_tracker_ros.factory import load_tracker
-    except ImportError as exc:
-        raise RuntimeError(f'--model needs siam_tracker_ros.factory.load_tracker, which cannot '
-                           f'be imported here ({exc}); run the peers only with --model none'
-                           ) from exc
+    from siam_tracker_ros.factory import load_tracker
     return load_tracker(args.model, backend=args.backend, device=args.device, **overrides)
 
 
@@ -159,13 +161,14 @@ def main(argv: Optional[Seq[str]] = None) -> int:
 
     progress = Progress(enabled=not args.quiet)
     try:
-        overrides = parse_overrides(args.overrides)
+        user_overrides = parse_overrides(args.overrides)
+        overrides = {**preset(args.preset), **user_overrides}
         peer_specs = parse_peers(args.peers, args.peer_model)
         sequences = list_sequences(args.sequences, args.seq)
     except ValueError as exc:
         return fail(str(exc), 2)
     use_ours = args.model is not None and args.model.lower() != 'none'
-    if not use_ours and overrides:
+    if not use_ours and user_overrides:
         return fail('--set applies to our tracker; give --model', 2)
     if args.threads is not None and args.threads < 0:
         return fail('--threads must be >= 0', 2)
@@ -184,7 +187,8 @@ def main(argv: Optional[Seq[str]] = None) -> int:
             return fail(f'cannot load our tracker from {args.model}: {exc}')
         entries.append(TrackerEntry(OURS, lambda: tracker))
         ours_info = {'model': args.model, 'backend': args.backend, 'device': args.device,
-                     'overrides': overrides, 'tracker_config': _tracker_config(tracker)}
+                     'preset': args.preset, 'overrides': overrides,
+                     'tracker_config': _tracker_config(tracker)}
     peer_models: Dict[str, Optional[str]] = {}
     for name, kind, model in peer_specs:
         try:

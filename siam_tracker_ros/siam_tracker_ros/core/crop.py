@@ -43,7 +43,16 @@ def crop_window(image: np.ndarray, center: Tuple[float, float], original_size: i
     """
     if original_size < 1:
         raise ValueError(f'crop size must be >= 1 pixel, got {original_size}')
-    matrix = crop_matrix(center, int(original_size), int(out_size))
+    size = int(original_size)
+    x0 = window_origin(center[0], size)
+    y0 = window_origin(center[1], size)
+    height, width = image.shape[:2]
+    if x0 >= 0 and y0 >= 0 and x0 + size <= width and y0 + size <= height:
+        window = image[y0:y0 + size, x0:x0 + size]
+        if size == out_size:
+            return window.copy()
+        return cv2.resize(window, (out_size, out_size), interpolation=cv2.INTER_LINEAR)
+    matrix = crop_matrix(center, size, int(out_size))
     border = tuple(float(c) for c in pad_color)
     return cv2.warpAffine(image, matrix, (out_size, out_size),
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
