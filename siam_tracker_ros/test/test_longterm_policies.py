@@ -115,3 +115,14 @@ def test_template_update_keeps_the_initial_template_and_gates_samples():
     np.testing.assert_allclose(up.current[0], 1.5)
     np.testing.assert_allclose(up.initial[0], 1.0)
     assert cosine(up.current, z0) == pytest.approx(1.0)
+
+
+def test_appearance_term_ramps_between_its_bounds_and_gates_the_confidence():
+    cfg = TrackerConfig()
+    est = ConfidenceEstimator(cfg)
+    est.calibrate(Cues(0.9, 18.0, 0.0))
+    assert est(Cues(0.9, 18.0, 0.0, appearance=1.0)) == pytest.approx(1.0)
+    assert est(Cues(0.9, 18.0, 0.0, appearance=cfg.conf_appearance_high)) == pytest.approx(1.0)
+    assert est(Cues(0.9, 18.0, 0.0, appearance=cfg.conf_appearance_low)) == 0.0
+    mid = 0.5 * (cfg.conf_appearance_low + cfg.conf_appearance_high)
+    assert est(Cues(0.9, 18.0, 0.0, appearance=mid)) == pytest.approx(0.5)

@@ -1,13 +1,18 @@
 """A per-frame confidence that the target is there, comparable across models.
 
-Four cues, each mapped to [0, 1] and multiplied (weighted by exponents):
+Five cues, each mapped to [0, 1] and multiplied (weighted by exponents):
 
 * the raw peak score, relative to the peak score on the first frame;
 * the peak's sharpness (peak-to-sidelobe ratio of the score map), relative to half its
   running level on confidently tracked frames (which starts at the first-frame value);
 * motion plausibility: how far the peak lies from where the target was expected, in target
   sizes (a Gaussian of width ``conf_motion_sigma``);
-* a distractor factor (1 unless the candidate sits on a remembered distractor).
+* a distractor factor (1 unless the candidate sits on a remembered distractor);
+* appearance: the cosine similarity between the initial template's features and the features
+  of a template crop cut at the chosen box, relative to the same similarity for crops shifted
+  by a tenth of the box on the first frame; a ramp from ``conf_appearance_low`` (0) to
+  ``conf_appearance_high`` (1). Unlike the classification score (which NanoTrack v3 keeps near
+  1 on background once the target is gone), it falls when the box holds something else.
 
 Dividing by the first-frame values (the tracker runs the search branch once on the initial
 frame) is the calibration: a value of 1 means 'as sure as on the frame the user pointed at',
@@ -53,6 +58,7 @@ class Cues:
     score: float
     sharpness: float
     jump: float
+    appearance: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,8 @@ class ConfidenceEstimator:
         self.sharpness_weight = config.conf_sharpness_weight
         self.motion_weight = config.conf_motion_weight
         self.motion_sigma = config.conf_motion_sigma
+        self.appearance_low = config.conf_appearance_low
+        self.appearance_high = config.conf_appearance_high
 
     def calibrate(self, cues: Cues) -> None:
         """Remember the first-frame cues."""
@@ -87,11 +95,17 @@ class ConfidenceEstimator:
         """Follow the sharpness level of confidently tracked frames (slow running mean)."""
         self.recent_sharpness += RECENT_RATE * (cues.sharpness - self.recent_sharpness)
 
+    def appearance_term(self, appearance: float) -> float:
+        """The appearance similarity mapped to [0, 1] (a linear ramp)."""
+        span = max(self.appearance_high - self.appearance_low, 1e-6)
+        return min(max((appearance - self.appearance_low) / span, 0.0), 1.0)
+
     def __call__(self, cues: Cues, distractor_factor: float = 1.0) -> float:
         """Confidence of one candidate."""
         s = min(max(cues.score / self.reference.score, 0.0), 1.0)
         level = SHARPNESS_MARGIN * max(self.recent_sharpness, 1e-3)
         p = min(max(cues.sharpness / level, 0.0), 1.0)
         m = math.exp(-0.5 * (cues.jump / self.motion_sigma) ** 2)
-        value = s * p ** self.sharpness_weight * m ** self.motion_weight * distractor_factor
+        a = self.appearance_term(cues.appearance)
+        value = s * p ** self.sharpness_weight * m ** self.motion_weight * distractor_factor * a
         return float(min(max(value, 0.0), 1.0))

@@ -66,13 +66,27 @@ class TrackerConfig:
         0.7, 'confidence a candidate needs to be re-acquired while searching', 0.0, 1.0,
         runtime=True)
     lt_verify_ratio: float = param(
-        0.6, 'score against the initial template, relative to the first frame, a '
-        're-acquired candidate needs', 0.0, 2.0, runtime=True)
+        0.5, 'appearance similarity to the initial template (relative to its first-frame '
+        'level, see conf_appearance_*) a re-acquired candidate needs', 0.0, 2.0, runtime=True)
+    lt_reacquire_speed: float = param(
+        0.15, 'target sizes per frame since the loss a re-acquired match may lie from where the '
+        'target was lost; a verified match farther away is remembered as a look-alike; '
+        '0 = no limit', 0.0, 100.0, runtime=True)
     lt_local_frames: int = param(
         6, 'searching frames spent around the last position before scanning the frame',
         0, 1000, runtime=True)
     lt_tiles_per_frame: int = param(
         4, 'search windows of the global scan run per searching frame', 1, 64, runtime=True)
+    conf_appearance_interval: int = param(
+        5, 'verify the chosen box against the initial template (one extra template-branch '
+        'run: feature cosine similarity) every N confident frames, and on every frame that '
+        'is not confidently tracked; 0 = never', 0, 10000, runtime=True)
+    conf_appearance_low: float = param(
+        0.35, 'appearance similarity (relative to the first frame) at or below which the '
+        'appearance term of the confidence is 0', 0.0, 2.0, runtime=True)
+    conf_appearance_high: float = param(
+        0.5, 'appearance similarity (relative to the first frame) at or above which the '
+        'appearance term of the confidence is 1', 0.0, 2.0, runtime=True)
     conf_sharpness_weight: float = param(
         0.5, 'exponent of the peak-sharpness term of the confidence', 0.0, 4.0, runtime=True)
     conf_motion_weight: float = param(

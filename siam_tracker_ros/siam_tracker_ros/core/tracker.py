@@ -12,7 +12,11 @@ the 'plain' preset (which then reproduces the procedure above bit for bit):
 * ``TemplateUpdater`` (update_*): gated moving-average template update, initial template kept;
 * ``ConfidenceEstimator`` + ``LongTermState`` (conf_*, lt_*): calibrated confidence, the
   TRACKING / LOST / SEARCHING state machine and local-to-global re-detection; low-confidence
-  frames do not move the published box;
+  frames do not move the published box. The confidence includes an appearance check (the
+  chosen box re-encoded by the template branch and compared with the initial template), run
+  every ``conf_appearance_interval`` frames while confidently tracking and on every other
+  frame; re-detected matches must pass it and lie within ``lt_reacquire_speed`` target sizes
+  per frame since the loss of where the target was lost (farther ones become distractors);
 * ``DistractorMemory`` (distractor_*): penalise candidates on remembered look-alikes;
 * ``ConstantVelocityKalman`` (motion_kalman): where to look through occlusions.
 """
@@ -34,10 +38,12 @@ from .distractors import DistractorMemory
 from .longterm import LongTermState
 from .manifest import ModelSpec
 from .motion import ConstantVelocityKalman
-from .template_update import TemplateUpdater
+from .template_update import cosine, TemplateUpdater
 from .types import BBox, TrackResult, TrackState
 
 # Fields whose change needs a new template (crop geometry); the others apply on the next frame.
+# Shifts (fractions of the box) of the first-frame crops the appearance cue is calibrated on.
+_APPEARANCE_SHIFTS = ((0.1, 0.0), (-0.1, 0.0), (0.0, 0.1), (0.0, -0.1))
 _GEOMETRY_FIELDS = ('exemplar_size', 'instance_size', 'context_amount')
 
 
@@ -92,6 +98,7 @@ class SiameseTracker:
         self.kalman = ConstantVelocityKalman()
         self.longterm = LongTermState()
         self._calibrated = False
+        self._appearance_ref = 1.0
         self.last_cues: Optional[Cues] = None
 
     @property
@@ -218,7 +225,23 @@ class SiameseTracker:
                                 cfg.penalty_k, cfg.window_influence)
         self.estimator.calibrate(self._cues(search, search.cands.scores, pick.index,
                                             search.center))
+        if cfg.conf_appearance_interval:
+            sims = [cosine(self.updater.initial, self._encode_at(
+                image, self.center + np.array(d) * self.size, self.size))
+                for d in _APPEARANCE_SHIFTS]
+            self._appearance_ref = max(float(np.mean(sims)), 1e-3)
         self._calibrated = True
+
+    def _encode_at(self, image: np.ndarray, center, size):
+        crop = self._template_crop(image, np.asarray(center, dtype=np.float64),
+                                   np.asarray(size, dtype=np.float64))
+        return self.backend.encode_template(to_blob(crop))
+
+    def _appearance(self, image: np.ndarray, center, size) -> float:
+        """Similarity of the box's template features to the initial template, relative to
+        the first frame (one template-branch run)."""
+        sample = self._encode_at(image, center, size)
+        return cosine(self.updater.initial, sample) / self._appearance_ref
 
     def update(self, image: np.ndarray) -> TrackResult:
         """Track the target into the next frame."""
@@ -289,9 +312,17 @@ class SiameseTracker:
         if not self._calibrated:
             self._calibrate(image)
         cues = self._cues(search, raw_scores, pick.index, expected)
-        self.last_cues = cues
         confidence = self.estimator(cues, float(factor[pick.index]))
         lt = self.longterm
+        every = cfg.conf_appearance_interval
+        if every and (lt.low_frames or self.frame_index % every == 0
+                      or confidence < cfg.update_min_confidence):
+            t_a = time.perf_counter()
+            appearance = self._appearance(image, (cx, cy), (w, h))
+            self.last_stage_ms['verify'] = (time.perf_counter() - t_a) * 1e3
+            cues = Cues(cues.score, cues.sharpness, cues.jump, appearance)
+            confidence = self.estimator(cues, float(factor[pick.index]))
+        self.last_cues = cues
         if confidence >= cfg.found_threshold:
             lt.low_frames = 0
             self.center = np.array([cx, cy])
@@ -333,11 +364,20 @@ class SiameseTracker:
         probe = _Search(search.center, z, self._decoder.decode(cls, reg))
         pick = select_candidate(probe.cands, self.size[0] * z, self.size[1] * z,
                                 cfg.penalty_k, 0.0)
+        xs, ys = self._positions(probe)
+        found = float(xs[pick.index]), float(ys[pick.index])
+        if cfg.conf_appearance_interval:
+            # A look-alike is what matches the initial template as well as the target does.
+            if pick.score < cfg.distractor_ratio * float(search.cands.scores.max()):
+                return None
+            size = probe.cands.boxes[2:, pick.index] / z
+            if self._appearance(self._probe_image, found, size) < cfg.lt_verify_ratio:
+                return None
+            return found
         cues = self._cues(probe, probe.cands.scores, pick.index, search.center)
         if self.estimator(Cues(cues.score, cues.sharpness, 0.0)) < cfg.distractor_ratio:
             return None
-        xs, ys = self._positions(probe)
-        return float(xs[pick.index]), float(ys[pick.index])
+        return found
 
     def _after_confident(self, image, search: _Search, raw_scores, pick: Selection,
                          confidence: float, crop: Optional[np.ndarray] = None) -> None:
@@ -359,6 +399,7 @@ class SiameseTracker:
                 points.append((float(xs[k]), float(ys[k])))
             if (crop is not None and cfg.distractor_probe_interval
                     and self.frame_index % cfg.distractor_probe_interval == 0):
+                self._probe_image = image
                 found = self._probe_distractor(search, crop)
                 if found is not None:
                     points.append(found)
@@ -371,7 +412,8 @@ class SiameseTracker:
             if self.updater.offer(sample):
                 self.features = self.updater.current
 
-    def _best_in(self, image: np.ndarray, center, features, expected) -> _Scored:
+    def _best_in(self, image: np.ndarray, center, features, expected,
+                 verify: bool = True) -> _Scored:
         """Run one search window and score its best candidate (no cosine window)."""
         cfg = self._config
         search = self._run(image, center, features)
@@ -381,10 +423,16 @@ class SiameseTracker:
         pick = select_candidate(search.cands, self.size[0] * scale_z, self.size[1] * scale_z,
                                 cfg.penalty_k, 0.0)
         cues = self._cues(search, raw, pick.index, expected)
-        cues = Cues(cues.score, cues.sharpness, 0.0)
         xs, ys = self._positions(search)
         bw, bh = search.cands.boxes[2:, pick.index] / scale_z
-        return _Scored((float(xs[pick.index]), float(ys[pick.index])), (float(bw), float(bh)),
+        found = (float(xs[pick.index]), float(ys[pick.index]))
+        appearance = 1.0
+        if verify and cfg.conf_appearance_interval:
+            lr = pick.penalty * pick.score * cfg.lr
+            size = self.size * (1 - lr) + np.array([bw, bh]) * lr
+            appearance = self._appearance(image, found, size)
+        cues = Cues(cues.score, cues.sharpness, 0.0, appearance)
+        return _Scored(found, (float(bw), float(bh)),
                        pick, cues, self.estimator(cues, float(factor[pick.index])))
 
     def _search(self, image: np.ndarray) -> TrackResult:
@@ -398,10 +446,24 @@ class SiameseTracker:
             expected = (lt.held_box.cx, lt.held_box.cy)
         centers = [expected] + lt.next_tiles(cfg.lt_tiles_per_frame, cfg.lt_local_frames)
         best: Optional[_Scored] = None
+        # How far the target can have gone since it was lost (target sizes): a match farther
+        # away was there while the target was not, so it is a look-alike, not the target.
+        reach = 1.0 + cfg.lt_reacquire_speed * (cfg.lt_lost_frames + lt.search_frames)
+        side = self._target_side()
         for c in centers:
             scored = self._best_in(image, c, self.features, expected)
+            far = math.hypot(scored.center[0] - expected[0],
+                             scored.center[1] - expected[1]) > reach * side
+            if (far and cfg.lt_reacquire_speed > 0
+                    and scored.confidence >= cfg.lt_redetect_threshold
+                    and self._verified(image, scored)):
+                if cfg.distractor_enabled:
+                    self.distractors.observe([scored.center], expected, side, self.frame_index)
+                continue
             if best is None or scored.confidence > best.confidence:
                 best = scored
+        if best is None:
+            return TrackResult(lt.held_box, 0.0, TrackState.SEARCHING, 0.0)
         self.last_cues = best.cues
         if best.confidence >= cfg.lt_redetect_threshold and self._verified(image, best):
             height, width = image.shape[:2]
@@ -420,10 +482,12 @@ class SiameseTracker:
 
     def _verified(self, image: np.ndarray, cand: _Scored) -> bool:
         """A re-acquired candidate must also match the initial template well enough."""
+        if self._config.conf_appearance_interval:
+            return cand.cues.appearance >= self._config.lt_verify_ratio
         ref = self.estimator.reference.score
         if not self.updater.changed:
             return cand.cues.score >= self._config.lt_verify_ratio * ref
-        check = self._best_in(image, cand.center, self.updater.initial, cand.center)
+        check = self._best_in(image, cand.center, self.updater.initial, cand.center, False)
         near = math.hypot(check.center[0] - cand.center[0],
                           check.center[1] - cand.center[1]) < 0.5 * self._target_side()
         return near and check.cues.score >= self._config.lt_verify_ratio * ref
