@@ -22,7 +22,6 @@ setup(
     maintainer_email='dev@siam-tracker-ros.invalid',
     description='Siamese single-object tracker for ROS 2 (NanoTrack, SiamRPN++).',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'siam-eval = siam_tracker_ros.cli.siam_eval:main',

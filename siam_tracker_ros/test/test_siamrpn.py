@@ -386,16 +386,9 @@ def test_siam_eval_runs_the_random_siamrpn_model_end_to_end(exported, tmp_path):
     """siam-eval with a random-weight SiamRPN++ model (no accuracy claim, only that it runs)."""
     import json
 
-    import cv2
-
     from siam_tracker_ros.cli import siam_eval
-    from siam_tracker_ros.eval.synthetic import moving_target, write_groundtruth
-    seq = moving_target(frames=8, seed=3)
-    folder = tmp_path / 'seqs' / 'Moving'
-    (folder / 'img').mkdir(parents=True)
-    for i, frame in enumerate(seq.frames):
-        cv2.imwrite(str(folder / 'img' / f'{i + 1:04d}.jpg'), frame)
-    write_groundtruth(seq.boxes, folder / 'groundtruth.txt')
+    from siam_tracker_ros.eval.synthetic import write_clip
+    write_clip(tmp_path / 'seqs' / 'Moving', frames=8, seed=3)
     spec, _ = exported['siamrpn_alex']
     out = tmp_path / 'eval.json'
     rc = siam_eval.main(['--model', str(spec.root), '--sequences', str(tmp_path / 'seqs'),

@@ -1,0 +1,633 @@
+"""ROS 2 tracker node: a thin adapter around ``factory.load_tracker``.
+
+Subscribes ``image`` (sensor_msgs/Image, or CompressedImage with ``image_transport:=compressed``)
+and ``camera_info``; serves ``~/set_target`` (siam_tracker_interfaces/SetTarget) and ``~/stop``
+(std_srvs/Trigger); publishes ``~/tracked`` (TrackedObject), ``~/detections``
+(vision_msgs/Detection2DArray, when vision_msgs is importable), ``~/debug_image`` (only while
+subscribed) and ``/diagnostics``.
+
+Threads: the executor runs callbacks (image callbacks only store the message, so services
+answer at once); one worker thread tracks the newest frame (never a queue of stale ones) and
+counts the frames it had to skip; the model loads in a background thread.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import signal
+import threading
+import time
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from ..core.config import TrackerConfig, describe, from_mapping
+from ..core.types import TrackResult, TrackState
+from . import conversions as conv
+from .interfaces import SetTarget, TrackedObject
+
+try:  # vision_msgs is optional (ros-<distro>-vision-msgs; not on PyPI)
+    from vision_msgs.msg import Detection2DArray
+except ImportError:  # pragma: no cover - depends on the install
+    Detection2DArray = None
+
+NODE_NAME = 'siam_tracker'
+TRACKER_PREFIX = 'tracker.'
+BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'torch')
+TRANSPORTS = ('raw', 'compressed')
+RELIABILITIES = ('best_effort', 'reliable')
+
+
+@dataclasses.dataclass
+class _Stats:
+    """Counters and recent timings reported in /diagnostics."""
+
+    received: int = 0
+    processed: int = 0
+    skipped: int = 0   # reached the node, replaced by a newer frame before it was tracked
+    missed: int = 0    # never reached the node (publisher sequence-number gaps)
+    rejected: int = 0
+    errors_in_window: int = 0
+    last_error: str = ''
+    latency_ms: Deque[float] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=200))
+    step_ms: Deque[float] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=200))
+    processed_at: Deque[float] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=400))
+
+    def rate(self, now: float, window: float = 2.0) -> float:
+        """Return the processed frames per second over the last ``window`` seconds."""
+        recent = [t for t in self.processed_at if now - t <= window]
+        if len(recent) < 2:
+            return 0.0
+        span = max(now - recent[0], 1e-6)
+        return (len(recent) - 1) / span if span > 0 else 0.0
+
+
+def _descriptor(description: str, low=None, high=None, integer=False, read_only=False,
+                choices: Tuple[str, ...] = ()) -> ParameterDescriptor:
+    desc = ParameterDescriptor(description=description, read_only=read_only)
+    if choices:
+        desc.additional_constraints = 'one of: ' + ', '.join(choices)
+    if low is not None and high is not None:
+        if integer:
+            desc.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
+        else:
+            desc.floating_point_range = [
+                FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+    return desc
+
+
+_PARAM_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER,
+                float: Parameter.Type.DOUBLE, str: Parameter.Type.STRING}
+
+
+class TrackerNode(Node):
+    """The tracker node (see the module docstring for its interface)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        """Declare parameters, create the ROS interfaces and start loading the model."""
+        super().__init__(NODE_NAME, **kwargs)
+        self._declare_node_parameters()
+        self._tracker_fields = self._declare_tracker_parameters()
+
+        p = self._param
+        self._model_path: str = p('model_path')
+        self._backend_name: str = p('backend')
+        self._device: str = p('device')
+        self._transport: str = p('image_transport')
+        self._class_id: str = p('class_id')
+
+        self._lock = threading.Lock()        # frame slot, ring buffer, counters
+        self._wake = threading.Condition(self._lock)
+        self._track_lock = threading.Lock()  # the tracker and the target
+        self._running = True
+        self._buffer: Deque[Any] = collections.deque(maxlen=int(p('frame_buffer_size')))
+        self._latest: Optional[Any] = None
+        self._latest_received: float = 0.0
+        self._camera_info: Optional[CameraInfo] = None
+        self._last_header: Optional[Header] = None
+        self._stats = _Stats()
+        self._bad_encodings: Dict[str, int] = {}
+        self._last_seq: Optional[int] = None
+
+        self._tracker = None
+        self._model_state = 'loading'
+        self._model_error = ''
+        self._model_name = ''
+        self._backend_used = ''
+        self._target_id = 0
+        self._tracking = False
+        self._last_processed_ns = -1
+        self._catching_up = False
+        self._catchup_left = 0
+        self._last_fix: Optional[conv.Fix] = None
+        self._velocity: Tuple[float, float] = (0.0, 0.0)
+        self._frames_since_fix = 0
+        self._last_tracked: Optional[TrackedObject] = None
+
+        reliability = (ReliabilityPolicy.RELIABLE if p('qos_reliability') == 'reliable'
+                       else ReliabilityPolicy.BEST_EFFORT)
+        sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                                reliability=reliability)
+        image_type = CompressedImage if self._transport == 'compressed' else Image
+        self._image_sub = self.create_subscription(image_type, 'image', self._on_image,
+                                                   sensor_qos)
+        self._info_sub = self.create_subscription(CameraInfo, 'camera_info', self._on_info,
+                                                  sensor_qos)
+        self._tracked_pub = self.create_publisher(TrackedObject, '~/tracked', 10)
+        self._det_pub = (self.create_publisher(Detection2DArray, '~/detections', 10)
+                         if Detection2DArray is not None else None)
+        self._debug_pub = self.create_publisher(
+            Image, '~/debug_image', QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                                               reliability=ReliabilityPolicy.RELIABLE))
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_service(SetTarget, '~/set_target', self._on_set_target)
+        self.create_service(Trigger, '~/stop', self._on_stop)
+        self._diag_timer = self.create_timer(float(p('diagnostics_period')),
+                                             self._publish_diagnostics)
+        if Detection2DArray is None:
+            self.get_logger().warning('vision_msgs is not importable: ~/detections is off '
+                                      '(install ros-<distro>-vision-msgs)')
+
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._worker = threading.Thread(target=self._work, name='tracker-worker', daemon=True)
+        self._worker.start()
+        self._loader = threading.Thread(target=self._load_model, name='model-loader',
+                                        daemon=True)
+        self._loader.start()
+
+    # --- parameters -------------------------------------------------------------------
+
+    def _param(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _declare_node_parameters(self) -> None:
+        ro = dict(read_only=True)
+        self.declare_parameter('model_path', '', _descriptor(
+            'model directory (with manifest.json) or an upstream NanoTrack folder; fetch one '
+            'with `siam-model fetch nanotrack-v3`', **ro))
+        self.declare_parameter('backend', 'auto', _descriptor(
+            'inference backend', choices=BACKENDS, **ro))
+        self.declare_parameter('device', 'cpu', _descriptor(
+            'device: cpu, cuda or cuda:N', **ro))
+        self.declare_parameter('image_transport', 'raw', _descriptor(
+            'type of the image topic: raw = sensor_msgs/Image, compressed = '
+            'sensor_msgs/CompressedImage', choices=TRANSPORTS, **ro))
+        self.declare_parameter('qos_reliability', 'best_effort', _descriptor(
+            'reliability of the image and camera_info subscriptions (depth 1)',
+            choices=RELIABILITIES, **ro))
+        self.declare_parameter('frame_buffer_size', 60, _descriptor(
+            'recent frames kept for SetTarget requests with a stamp', 1, 600, integer=True,
+            **ro))
+        self.declare_parameter('diagnostics_period', 1.0, _descriptor(
+            '/diagnostics publication period in seconds', 0.1, 60.0, **ro))
+        self.declare_parameter('class_id', 'target', _descriptor(
+            'class_id of the hypothesis in ~/detections', **ro))
+        self.declare_parameter('stamp_tolerance', 0.001, _descriptor(
+            'largest difference in seconds between a SetTarget stamp and a buffered frame',
+            0.0, 10.0))
+        self.declare_parameter('mono16_scaling', 'minmax', _descriptor(
+            '16-bit mono to 8 bit: minmax = stretch each frame, shift = keep the top byte',
+            choices=conv.MONO16_SCALINGS))
+        self.declare_parameter('velocity_smoothing', 0.5, _descriptor(
+            'weight of the newest measurement in the velocity average (1 = no smoothing)',
+            0.0, 1.0))
+        self.declare_parameter('publish_detections', True, _descriptor(
+            'publish vision_msgs/Detection2DArray on ~/detections'))
+
+    def _declare_tracker_parameters(self) -> Dict[str, str]:
+        """Declare tracker.* from TrackerConfig; unset ones take the model's tuned value."""
+        fields = {}
+        self._tracker_types = {}
+        for name, default, description, low, high, runtime in describe(TrackerConfig):
+            ptype = _PARAM_TYPES.get(type(default))
+            if ptype is None:
+                continue
+            note = '' if runtime else ' (crop geometry: may be refused while tracking)'
+            desc = _descriptor(f"{description}{note}; unset = the model's tuned value "
+                               f'(default {default})', low, high,
+                               integer=ptype == Parameter.Type.INTEGER)
+            self.declare_parameter(TRACKER_PREFIX + name, ptype, desc)
+            fields[TRACKER_PREFIX + name] = name
+            self._tracker_types[TRACKER_PREFIX + name] = type(default)
+        return fields
+
+    def _tracker_overrides(self) -> Dict[str, Any]:
+        """tracker.* values that were set (from the params file, the command line or later)."""
+        out = {}
+        for pname, field in self._tracker_fields.items():
+            value = self.get_parameter_or(pname).value
+            if value is not None:
+                out[field] = value
+        return out
+
+    def _on_set_parameters(self, params: List[Parameter]) -> SetParametersResult:
+        changes = {self._tracker_fields[p.name]: p.value for p in params
+                   if p.name in self._tracker_fields and p.value is not None}
+        for p in params:
+            if p.name == 'mono16_scaling' and p.value not in conv.MONO16_SCALINGS:
+                return SetParametersResult(successful=False, reason=(
+                    f'mono16_scaling must be one of {conv.MONO16_SCALINGS}'))
+        if not changes:
+            return SetParametersResult(successful=True)
+        with self._track_lock:
+            tracker = self._tracker
+            try:
+                base = tracker.config if tracker is not None else TrackerConfig()
+                config = from_mapping(TrackerConfig, changes, base=base)
+                if tracker is not None:
+                    tracker.set_config(config)
+            except (ValueError, TypeError) as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    # --- model loading ----------------------------------------------------------------
+
+    def _load_model(self) -> None:
+        from ..factory import load_tracker
+
+        if not self._model_path:
+            self._fail_load('no model: set the model_path parameter to a model directory '
+                            '(fetch one with `siam-model fetch nanotrack-v3`)')
+            return
+        self.get_logger().info(f'loading model {self._model_path} '
+                               f'(backend {self._backend_name}, device {self._device})')
+        t0 = time.monotonic()
+        try:
+            tracker = load_tracker(self._model_path, backend=self._backend_name,
+                                   device=self._device, **self._tracker_overrides())
+        except Exception as exc:  # noqa: BLE001 - reported, node keeps running
+            self._fail_load(f'model {self._model_path!r} failed to load: {exc}')
+            return
+        with self._track_lock:
+            # Values set while loading are applied now (they passed the range check).
+            try:
+                tracker.set_config(from_mapping(TrackerConfig, self._tracker_overrides(),
+                                                base=tracker.config))
+            except ValueError as exc:
+                self.get_logger().error(f'tracker parameters ignored: {exc}')
+            self._tracker = tracker
+            self._model_name = getattr(tracker.spec, 'name', str(self._model_path))
+            self._backend_used = getattr(tracker.backend, 'name', self._backend_name)
+            self._model_state = 'ready'
+        # Show the values in force (ros2 param get); setting them is a no-op for the tracker.
+        config = tracker.config
+        self.set_parameters([Parameter(p, value=self._tracker_types[p](getattr(config, f)))
+                             for p, f in self._tracker_fields.items()])
+        self.get_logger().info(f'model {self._model_name} ready on {self._backend_used} '
+                               f'in {time.monotonic() - t0:.2f} s')
+        self._publish_diagnostics()
+
+    def _fail_load(self, message: str) -> None:
+        self._model_state = 'failed'
+        self._model_error = message
+        self.get_logger().error(message)
+        self._publish_diagnostics()
+
+    # --- subscriptions ----------------------------------------------------------------
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_image(self, msg: Any, info: Any) -> None:
+        # Frames that never reached this callback (replaced in the depth-1 queue, lost on the
+        # way) show as gaps in the publisher's sequence numbers, where the middleware has them.
+        seq = info.get('publication_sequence_number') if isinstance(info, dict) else None
+        missed = 0
+        if isinstance(seq, int):
+            if self._last_seq is not None and self._last_seq < seq <= self._last_seq + 10000:
+                missed = seq - self._last_seq - 1
+            self._last_seq = seq
+        encoding = getattr(msg, 'encoding', None)
+        if encoding is not None and not conv.is_supported_encoding(encoding):
+            self._reject(encoding, conv.unsupported_encoding_message(encoding))
+            return
+        now = time.monotonic()
+        with self._lock:
+            self._stats.received += 1
+            if self._tracking:
+                self._stats.missed += missed
+            if self._tracking and not self._catching_up and self._latest is not None:
+                self._stats.skipped += 1
+            self._latest = msg
+            self._latest_received = now
+            self._buffer.append(msg)
+            self._wake.notify()
+
+    def _reject(self, key: str, message: str) -> None:
+        with self._lock:
+            self._stats.rejected += 1
+            self._stats.errors_in_window += 1
+            self._stats.last_error = message
+            first = key not in self._bad_encodings
+            self._bad_encodings[key] = self._bad_encodings.get(key, 0) + 1
+        if first:
+            self.get_logger().error(message)
+            self._publish_diagnostics()
+
+    def _decode(self, msg: Any):
+        if isinstance(msg, CompressedImage):
+            return conv.compressed_to_bgr(msg)
+        return conv.image_to_bgr(msg, self._param('mono16_scaling'))
+
+    # --- services ---------------------------------------------------------------------
+
+    def _on_set_target(self, request: SetTarget.Request,
+                       response: SetTarget.Response) -> SetTarget.Response:
+        response.success = False
+        response.target_id = 0
+        refusal = self._set_target(request, response)
+        if refusal is not None:
+            response.code, response.message = refusal
+            self.get_logger().warning(f'set_target refused: {response.message}')
+        else:
+            self.get_logger().info(response.message)
+        return response
+
+    def _set_target(self, request: SetTarget.Request, response: SetTarget.Response
+                    ) -> Optional[Tuple[int, str]]:
+        """Do the work of SetTarget; return (code, reason) of a refusal, None on success."""
+        codes = SetTarget.Response
+        if self._model_state == 'failed':
+            return codes.NO_MODEL, f'the tracker has no model: {self._model_error}'
+        if self._tracker is None:
+            return codes.MODEL_LOADING, (f'the model is still loading ({self._model_path}, '
+                                         f'backend {self._backend_name}); call again soon')
+        with self._lock:
+            frames = list(self._buffer)
+        if not frames:
+            return codes.NO_IMAGE, (f'no image received yet on {self._image_sub.topic_name}; '
+                                    'the box must be drawn on an image the tracker has seen')
+        want = conv.stamp_to_ns(request.stamp)
+        if want == 0:
+            frame = frames[-1]
+        else:
+            tol = int(self._param('stamp_tolerance') * conv.NS_PER_S)
+            best = min(frames, key=lambda m: abs(conv.stamp_to_ns(m.header.stamp) - want))
+            if abs(conv.stamp_to_ns(best.header.stamp) - want) > tol:
+                first, last = frames[0].header.stamp, frames[-1].header.stamp
+                return codes.STAMP_NOT_FOUND, (
+                    f'no recent image has stamp {conv.format_stamp(request.stamp)}; the buffer '
+                    f'holds {len(frames)} frames from {conv.format_stamp(first)} to '
+                    f'{conv.format_stamp(last)} (give a zero stamp for the newest)')
+            frame = best
+        try:
+            image = self._decode(frame)
+        except conv.ImageConversionError as exc:
+            return codes.IMAGE_ERROR, str(exc)
+        height, width = image.shape[:2]
+        box = conv.box_msg_to_bbox(request.box)
+        problem = box.validation_error(width, height)
+        if problem:
+            return codes.INVALID_BOX, problem
+        used = conv.clip_box(box, width, height)
+        problem = used.validation_error(width, height)
+        if problem:
+            return codes.INVALID_BOX, problem
+        frame_ns = conv.stamp_to_ns(frame.header.stamp)
+        with self._track_lock:
+            try:
+                result = self._tracker.init(image, used)
+            except ValueError as exc:
+                return codes.INVALID_BOX, str(exc)
+            self._target_id += 1
+            self._reset_motion()
+            with self._lock:
+                self._tracking = True
+                self._last_processed_ns = frame_ns
+                self._catching_up = any(conv.stamp_to_ns(m.header.stamp) > frame_ns
+                                        for m in self._buffer)
+                self._catchup_left = self._buffer.maxlen or 0
+                if self._latest is not None and conv.stamp_to_ns(
+                        self._latest.header.stamp) <= frame_ns:
+                    self._latest = None
+            tracked = self._make_tracked(frame.header, result, width, height)
+            self._publish(tracked, image)
+            target_id = self._target_id
+            with self._lock:
+                self._wake.notify()
+        response.success = True
+        response.code = codes.ACCEPTED
+        response.box = conv.bbox_to_box_msg(used)
+        response.stamp = frame.header.stamp
+        response.target_id = target_id
+        response.message = (f'tracking target {target_id} from the frame at '
+                            f'{conv.format_stamp(frame.header.stamp)}')
+        return None
+
+    def _on_stop(self, request: Trigger.Request, response: Trigger.Response
+                 ) -> Trigger.Response:
+        with self._track_lock:
+            was = self._tracking
+            if self._tracker is not None:
+                self._tracker.stop()
+            with self._lock:
+                self._tracking = False
+                self._catching_up = False
+                self._latest = None
+            header = self._last_header if self._last_header is not None else Header(
+                stamp=self.get_clock().now().to_msg())
+            idle = conv.idle_object(header, self._target_id)
+            self._last_tracked = idle
+            self._tracked_pub.publish(idle)
+            if self._det_pub is not None and self._param('publish_detections'):
+                self._det_pub.publish(conv.detection_array(idle, self._class_id))
+        response.success = True
+        response.message = (f'stopped tracking target {self._target_id}' if was
+                            else 'no target was set; state is IDLE')
+        self.get_logger().info(response.message)
+        return response
+
+    # --- tracking ---------------------------------------------------------------------
+
+    def _reset_motion(self) -> None:
+        self._last_fix = None
+        self._velocity = (0.0, 0.0)
+        self._frames_since_fix = 0
+
+    def _next_frame(self) -> Optional[Any]:
+        """Under self._lock: the next frame to track, or None."""
+        if not self._tracking:
+            return None
+        if self._catching_up:
+            newer = [m for m in self._buffer
+                     if conv.stamp_to_ns(m.header.stamp) > self._last_processed_ns]
+            if newer and self._catchup_left > 0:
+                self._catchup_left -= 1
+                if newer[0] is self._latest:
+                    self._latest = None
+                return newer[0]
+            self._catching_up = False
+            # Catch-up budget spent: jump to the newest frame, skipping the ones between.
+            self._stats.skipped += max(len(newer) - (1 if self._latest is not None else 0), 0)
+        msg, self._latest = self._latest, None
+        if msg is not None and conv.stamp_to_ns(msg.header.stamp) <= self._last_processed_ns:
+            return None  # already tracked (during catch-up) or older than the target's frame
+        return msg
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                msg = self._next_frame()
+                while msg is None and self._running:
+                    self._wake.wait(0.5)
+                    msg = self._next_frame()
+                if not self._running:
+                    return
+                target_id = self._target_id
+            self._track(msg, target_id)
+
+    def _track(self, msg: Any, target_id: int) -> None:
+        t_start = time.monotonic()
+        try:
+            image = self._decode(msg)
+        except conv.ImageConversionError as exc:
+            self._reject(getattr(msg, 'encoding', 'compressed'), str(exc))
+            return
+        height, width = image.shape[:2]
+        with self._track_lock:
+            if target_id != self._target_id or not self._tracking:
+                return  # the target changed or stopped while decoding
+            try:
+                result = self._tracker.update(image)
+            except Exception as exc:  # noqa: BLE001 - reported, node keeps running
+                self._reject('update', f'tracker update failed: {exc}')
+                return
+            with self._lock:
+                self._last_processed_ns = conv.stamp_to_ns(msg.header.stamp)
+            tracked = self._make_tracked(msg.header, result, width, height)
+            self._publish(tracked, image)
+        now = time.monotonic()
+        age_ms = (self.get_clock().now().nanoseconds - conv.stamp_to_ns(msg.header.stamp)) / 1e6
+        with self._lock:
+            self._stats.processed += 1
+            self._stats.processed_at.append(now)
+            self._stats.step_ms.append((now - t_start) * 1e3)
+            self._stats.latency_ms.append(age_ms)
+
+    def _make_tracked(self, header: Header, result: TrackResult, width: int,
+                      height: int) -> TrackedObject:
+        """Under self._track_lock: the TrackedObject of one frame (updates motion state)."""
+        stamp_ns = conv.stamp_to_ns(header.stamp)
+        if result.state == TrackState.TRACKING:
+            raw = conv.velocity(self._last_fix, result.box, stamp_ns)
+            if self._last_fix is not None:
+                a = float(self._param('velocity_smoothing'))
+                self._velocity = (a * raw[0] + (1 - a) * self._velocity[0],
+                                  a * raw[1] + (1 - a) * self._velocity[1])
+            self._last_fix = conv.Fix(result.box.cx, result.box.cy, stamp_ns)
+            self._frames_since_fix = 0
+            vel = self._velocity
+        else:
+            self._frames_since_fix += 1
+            vel = (0.0, 0.0)
+        self._last_header = header
+        return conv.tracked_object(header, result, self._target_id, width, height,
+                                   self._camera_info, vel, self._frames_since_fix)
+
+    def _publish(self, tracked: TrackedObject, image) -> None:
+        self._last_tracked = tracked
+        self._tracked_pub.publish(tracked)
+        if self._det_pub is not None and self._param('publish_detections'):
+            self._det_pub.publish(conv.detection_array(tracked, self._class_id))
+        if self._debug_pub.get_subscription_count() > 0:
+            rate = self._stats.rate(time.monotonic())
+            self._debug_pub.publish(conv.bgr_to_image(
+                conv.draw_debug(image, tracked, rate), tracked.header))
+
+    # --- diagnostics ------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            stats = self._stats
+            errors = stats.errors_in_window
+            stats.errors_in_window = 0
+            latency = list(stats.latency_ms)
+            steps = list(stats.step_ms)
+            values = {
+                'state': conv.state_name(self._last_tracked.state)
+                if self._last_tracked is not None and self._tracking else 'IDLE',
+                'target_id': self._target_id,
+                'model': self._model_name or self._model_path,
+                'model_state': self._model_state,
+                'backend': self._backend_used or self._backend_name,
+                'device': self._device,
+                'rate_hz': stats.rate(now),
+                'latency_ms_p50': conv.percentile(latency, 50),
+                'latency_ms_p99': conv.percentile(latency, 99),
+                'processing_ms_p50': conv.percentile(steps, 50),
+                'frames_received': stats.received,
+                'frames_processed': stats.processed,
+                'frames_dropped': stats.skipped + stats.missed,
+                'frames_skipped': stats.skipped,
+                'frames_missed': stats.missed,
+                'frames_rejected': stats.rejected,
+                'last_error': stats.last_error,
+            }
+            seconds_since_image = now - self._latest_received if self._latest_received else None
+        if self._model_state == 'failed':
+            level, message = DiagnosticStatus.ERROR, self._model_error
+        elif errors:
+            level, message = DiagnosticStatus.ERROR, values['last_error']
+        elif self._model_state == 'loading':
+            level, message = DiagnosticStatus.WARN, 'loading the model'
+        elif seconds_since_image is None:
+            level, message = DiagnosticStatus.WARN, 'no image received yet'
+        elif self._tracking and seconds_since_image > 2.0:
+            level, message = DiagnosticStatus.WARN, (
+                f'no image for {seconds_since_image:.1f} s while tracking')
+        else:
+            level, message = DiagnosticStatus.OK, f'{values["state"].lower()}'
+        status = conv.diagnostic_status(f'{self.get_fully_qualified_name()}: tracker',
+                                        str(values['model']), level[0], message, values)
+        array = DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                status=[status])
+        self._diag_pub.publish(array)
+
+    # --- shutdown ---------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop the worker thread (call before destroy_node)."""
+        with self._wake:
+            self._running = False
+            self._wake.notify_all()
+        self._worker.join(timeout=5.0)
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Run the tracker node until SIGINT / shutdown (console script ``tracker_node``)."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = TrackerNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        # Ctrl-C in a terminal reaches the node twice under ros2 launch (from the terminal
+        # and forwarded by launch): a second SIGINT must not interrupt the cleanup.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""Shared fixtures. ROS fixtures: a private ROS_DOMAIN_ID for the session (see ros_helpers)."""
+import os
+
+import pytest
+
+
+@pytest.fixture(scope='session')
+def ros_domain():
+    """Lease a private ROS_DOMAIN_ID for this pytest run and put it in os.environ.
+
+    Also sets ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, so neither this process's rclpy
+    contexts nor the subprocesses (ros_helpers.ros_env) send DDS traffic off the machine.
+    """
+    from siam_tracker_ros.ros.isolation import private_domain
+
+    lease = private_domain()
+    saved = {k: os.environ.get(k) for k in ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE',
+                                            'ROS_LOCALHOST_ONLY')}
+    os.environ['ROS_DOMAIN_ID'] = str(lease.domain_id)
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    os.environ.pop('ROS_LOCALHOST_ONLY', None)
+    yield lease.domain_id
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    lease.release()
+
+
+@pytest.fixture(scope='session')
+def model_cache(tmp_path_factory):
+    """A private SIAM_MODEL_CACHE (upstream model folders are imported into it)."""
+    return tmp_path_factory.mktemp('model-cache')
