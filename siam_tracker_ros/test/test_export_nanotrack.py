@@ -15,6 +15,7 @@ import torch.nn as nn
 from torch.nn.functional import conv2d
 
 from shared_data import MODELS, bag_crops
+from siam_tracker_ros.nets.nanotrack_import import make_backbone_dynamic
 from siam_tracker_ros.core.manifest import load_manifest
 from siam_tracker_ros.nets.export import (export_nanotrack, export_split, ExportError,
                                           fold_constants, NANOTRACK_HPARAMS,
@@ -82,19 +83,7 @@ def upstream(tmp_path_factory):
         if not backbones or not heads:
             pytest.skip(f'upstream ONNX files absent in {folder} (needs ../shared)')
         dst = tmp / f'backbone_v{version}.onnx'
-        try:
-            from siam_tracker_ros.nets.nanotrack_import import make_backbone_dynamic
-        except ImportError:
-            model = onnx.load(str(backbones[0]))
-            for value in list(model.graph.input) + list(model.graph.output):
-                for i in (2, 3):
-                    dim = value.type.tensor_type.shape.dim[i]
-                    dim.ClearField('dim_value')
-                    dim.dim_param = f'{value.name}_{i}'
-            del model.graph.value_info[:]
-            onnx.save(model, str(dst))
-        else:
-            make_backbone_dynamic(backbones[0], dst)
+        make_backbone_dynamic(backbones[0], dst)
         cache[version] = (_session(dst), _session(heads[0]))
         return cache[version]
     return get

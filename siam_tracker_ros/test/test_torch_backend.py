@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from shared_data import MODELS, bag_crops
+from siam_tracker_ros.nets.nanotrack_import import make_backbone_dynamic
 from siam_tracker_ros.backends.base import Backend, BackendError
 from siam_tracker_ros.backends.registry import create_backend
 from siam_tracker_ros.backends.torch_backend import TorchBackend
@@ -53,20 +54,7 @@ def _upstream_pair(version, tmp_path):
     backbone = sorted(folder.glob('nanotrack_backbone*.onnx'))[0]
     head = sorted(folder.glob('nanotrack_head*.onnx'))[0]
     dyn = tmp_path / 'backbone.onnx'
-    try:
-        from siam_tracker_ros.nets.nanotrack_import import make_backbone_dynamic
-    except ImportError:
-        import onnx
-        model = onnx.load(str(backbone))
-        for value in list(model.graph.input) + list(model.graph.output):
-            for i in (2, 3):
-                dim = value.type.tensor_type.shape.dim[i]
-                dim.ClearField('dim_value')
-                dim.dim_param = f'{value.name}_{i}'
-        del model.graph.value_info[:]
-        onnx.save(model, str(dyn))
-    else:
-        make_backbone_dynamic(backbone, dyn)
+    make_backbone_dynamic(backbone, dyn)
     providers = ['CPUExecutionProvider']
     return (ort.InferenceSession(str(dyn), providers=providers),
             ort.InferenceSession(str(head), providers=providers))
