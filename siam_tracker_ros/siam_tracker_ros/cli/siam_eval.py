@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='tracker configuration override for our tracker (applied after '
                         '--preset); may be repeated')
     p.add_argument('--threads', type=int, default=None, metavar='N',
-                   help="cv2.setNumThreads(N) for the run (all trackers in this process); "
-                        "default: leave OpenCV's own setting")
+                   help="threads for every tracker in this process: cv2.setNumThreads(N) and "
+                        "ONNX Runtime's intra-op threads of ours; default: each library's own "
+                        "(all cores up to 4)")
     p.add_argument('--json', required=True, metavar='OUT', help='where to write the results')
     p.add_argument('--plots', default=None, metavar='DIR',
                    help='write success.png and precision.png here')
@@ -133,7 +134,11 @@ def _cpu_count() -> Dict[str, Optional[int]]:
 
 def _load_ours(args: argparse.Namespace, overrides: Dict[str, Any]):
     from siam_tracker_ros.factory import load_tracker
-    return load_tracker(args.model, backend=args.backend, device=args.device, **overrides)
+    options = {}
+    if args.threads and args.device == 'cpu' and args.backend in ('auto', 'onnxruntime'):
+        options['threads'] = args.threads
+    return load_tracker(args.model, backend=args.backend, device=args.device,
+                        backend_options=options, **overrides)
 
 
 def _tracker_config(tracker: Any) -> Any:
