@@ -7,6 +7,9 @@ SHELL := /bin/bash
 ROS_EXTRA ?=
 SHARED ?= ../shared
 RUN := tools/ros_env.sh
+# Machines without internet fetch the default model from a local mirror: ../shared when present.
+SIAM_MODEL_MIRROR ?= $(if $(wildcard $(SHARED)/reference-models),$(abspath $(SHARED)/reference-models),)
+export SIAM_MODEL_MIRROR
 OUT ?= out
 
 .PHONY: setup test demo eval bench clean
