@@ -27,6 +27,7 @@ import numpy as np
 from ..backends.base import BackendError
 from ..core.crop import context_size, crop_window, to_blob
 from ..core.manifest import ModelError, ModelSpec
+from ..eval.metrics import timing_stats
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -111,16 +112,6 @@ def crop_pairs(spec: ModelSpec, frames_dir: Optional[str] = None, count: int = 8
 # ----------------------------------------------------------------------------------------------
 # comparison of two backends
 
-def percentiles(values_ms: Sequence[float]) -> Dict[str, float]:
-    """p50 / p90 / p99 / mean of a list of milliseconds (NaN when empty)."""
-    if not values_ms:
-        return {'p50': float('nan'), 'p90': float('nan'), 'p99': float('nan'),
-                'mean': float('nan'), 'n': 0}
-    arr = np.asarray(values_ms, dtype=np.float64)
-    return {'p50': float(np.percentile(arr, 50)), 'p90': float(np.percentile(arr, 90)),
-            'p99': float(np.percentile(arr, 99)), 'mean': float(arr.mean()), 'n': int(arr.size)}
-
-
 def _timed(fn, *args):
     t0 = time.perf_counter()
     out = fn(*args)
@@ -186,7 +177,7 @@ def compare_backends(spec: ModelSpec, candidate, reference, pairs: Sequence[Crop
         'outputs': outputs,
         'top1_agreement': agree / len(pairs),
         'top1_box_max_abs_diff_px': box_err,
-        'latency_ms': {role: {stage: percentiles(v) for stage, v in stages.items()}
+        'latency_ms': {role: {stage: timing_stats(v) for stage, v in stages.items()}
                        for role, stages in times.items()},
     }
 

@@ -27,19 +27,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..backends.base import BackendError
-from ..core.crop import context_size, crop_window, to_blob
+from ..core.crop import to_blob
 from ..core.manifest import ModelError, ModelSpec
 from ..core.types import BBox
+from ..eval.metrics import timing_stats
 
 STAGES = ('crop', 'template', 'search', 'decode', 'step')
-
-
-def _stats(values: Sequence[float]) -> Dict[str, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size == 0:
-        return {'p50': float('nan'), 'p99': float('nan'), 'mean': float('nan'), 'n': 0}
-    return {'p50': float(np.percentile(arr, 50)), 'p99': float(np.percentile(arr, 99)),
-            'mean': float(arr.mean()), 'n': int(arr.size)}
 
 
 def load_frames(sequence: Optional[str], count: int,
@@ -58,15 +51,6 @@ def load_frames(sequence: Optional[str], count: int,
             f'generated moving-target sequence ({count} frames)')
 
 
-def template_blob(spec: ModelSpec, image: np.ndarray, box: BBox) -> np.ndarray:
-    """The template crop of ``box`` exactly as the tracker's init cuts it."""
-    cfg = spec.tracker
-    center = (box.x + (box.w - 1) / 2.0, box.y + (box.h - 1) / 2.0)
-    pad = tuple(float(np.floor(c)) for c in image.reshape(-1, 3).mean(axis=0))
-    s_z = round(context_size(box.w, box.h, cfg.context_amount))
-    return to_blob(crop_window(image, center, max(int(s_z), 1), cfg.exemplar_size, pad))
-
-
 def bench_tracker(spec: ModelSpec, backend, frames: Sequence[np.ndarray], box: BBox,
                   template_reps: int = 20) -> Dict[str, Dict[str, float]]:
     """Stage timings (ms) of SiameseTracker over ``frames`` on ``backend``."""
@@ -74,7 +58,7 @@ def bench_tracker(spec: ModelSpec, backend, frames: Sequence[np.ndarray], box: B
     tracker = SiameseTracker(spec, backend)
     tracker.init(frames[0], box)
     times: Dict[str, List[float]] = {s: [] for s in STAGES}
-    blob = template_blob(spec, frames[0], box)
+    blob = to_blob(tracker.template_crop(frames[0], tracker.center, tracker.size))
     backend.encode_template(blob)  # warm-up
     for _ in range(max(1, template_reps)):
         t0 = time.perf_counter()
@@ -89,7 +73,7 @@ def bench_tracker(spec: ModelSpec, backend, frames: Sequence[np.ndarray], box: B
         times['search'].append(st['network'])
         times['decode'].append(st['decode'])
         times['step'].append(st['step'])
-    return {stage: _stats(v) for stage, v in times.items()}
+    return {stage: timing_stats(v) for stage, v in times.items()}
 
 
 def nano_peer_files(spec: ModelSpec, peer_model: Optional[str]) -> Tuple[Path, Path]:
@@ -147,7 +131,7 @@ def bench_nano_peer(backbone: Path, head: Path, frames: Sequence[np.ndarray],
         peer.update(frame)
         if i:
             steps.append((time.perf_counter() - t0) * 1e3)
-    return {'step': _stats(steps)}
+    return {'step': timing_stats(steps)}
 
 
 def host_info() -> Dict[str, object]:

@@ -124,7 +124,8 @@ class SiameseTracker:
 
     # -- geometry helpers ----------------------------------------------------------------
 
-    def _template_crop(self, image: np.ndarray, center, size) -> np.ndarray:
+    def template_crop(self, image: np.ndarray, center, size) -> np.ndarray:
+        """The template window of a target at ``center`` with ``size`` (what init encodes)."""
         s_z = round(context_size(size[0], size[1], self._config.context_amount))
         return crop_window(image, center, max(int(s_z), 1), self._config.exemplar_size,
                            self.pad_color)
@@ -202,7 +203,7 @@ class SiameseTracker:
         self.size = np.array([box.w, box.h], dtype=np.float64)
         # Upstream stores the channel mean in a uint8 frame, which truncates it.
         self.pad_color = tuple(float(np.floor(c)) for c in cv2.mean(image)[:3])
-        crop = self._template_crop(image, self.center, self.size)
+        crop = self.template_crop(image, self.center, self.size)
         self.features = tuple(self.backend.encode_template(to_blob(crop)))
         self.updater.reset(self.features)
         self.distractors.clear()
@@ -233,8 +234,8 @@ class SiameseTracker:
         self._calibrated = True
 
     def _encode_at(self, image: np.ndarray, center, size):
-        crop = self._template_crop(image, np.asarray(center, dtype=np.float64),
-                                   np.asarray(size, dtype=np.float64))
+        crop = self.template_crop(image, np.asarray(center, dtype=np.float64),
+                                  np.asarray(size, dtype=np.float64))
         return self.backend.encode_template(to_blob(crop))
 
     def _appearance(self, image: np.ndarray, center, size) -> float:
@@ -407,7 +408,7 @@ class SiameseTracker:
             self.distractors.observe(points, (self.center[0], self.center[1]),
                                      self._target_side(), self.frame_index)
         if self.updater.due(self.frame_index, confidence, distractor_free):
-            crop = self._template_crop(image, self.center, self.size)
+            crop = self.template_crop(image, self.center, self.size)
             sample = self.backend.encode_template(to_blob(crop))
             if self.updater.offer(sample):
                 self.features = self.updater.current

@@ -15,7 +15,7 @@ AUROC of its confidence) are about.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -245,3 +245,14 @@ def evaluate_sequence(pred, gt, found=None, confidence=None,
         presence_f1=f1,
         conf_auroc=roc,
     )
+
+
+def timing_stats(values_ms) -> Dict[str, float]:
+    """p50 / p90 / p99 / mean / count of a list of durations in ms (NaN when empty)."""
+    arr = np.asarray(values_ms, dtype=np.float64)
+    if arr.size == 0:
+        return {'p50': float('nan'), 'p90': float('nan'), 'p99': float('nan'),
+                'mean': float('nan'), 'n': 0}
+    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
+    return {'p50': float(p50), 'p90': float(p90), 'p99': float(p99), 'mean': float(arr.mean()),
+            'n': int(arr.size)}
