@@ -18,7 +18,7 @@ def test_presets_are_valid_configs_and_plain_switches_everything_off():
         TrackerConfig().replace(**preset(name))
     plain = TrackerConfig().replace(**preset('plain'))
     assert plain.update_interval == 0 and not plain.lt_enabled
-    assert not plain.distractor_enabled and not plain.motion_kalman
+    assert not plain.distractor_enabled and not plain.motion_kalman and not plain.motion_camera
     defaults = TrackerConfig()
     assert all(getattr(defaults, k) == v for k, v in preset('default').items())
     with pytest.raises(ValueError, match='unknown preset'):
@@ -126,3 +126,4 @@ def test_appearance_term_ramps_between_its_bounds_and_gates_the_confidence():
     assert est(Cues(0.9, 18.0, 0.0, appearance=cfg.conf_appearance_low)) == 0.0
     mid = 0.5 * (cfg.conf_appearance_low + cfg.conf_appearance_high)
     assert est(Cues(0.9, 18.0, 0.0, appearance=mid)) == pytest.approx(0.5)
+

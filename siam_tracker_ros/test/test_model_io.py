@@ -62,6 +62,26 @@ def test_ort_backend_shapes(v3_model):
     assert cls.shape == (1, 2, 15, 15) and reg.shape == (1, 4, 15, 15)
 
 
+def test_ort_threads_search_session_only(v3_model):
+    """The per-frame session gets the threads; the template session always runs on the
+    caller's thread (a second spinning pool slowed the tracker down), and the outputs do
+    not depend on the thread count."""
+    one = OnnxRuntimeBackend(v3_model, threads=1)
+    two = OnnxRuntimeBackend(v3_model, threads=2)
+    assert two._second.get_session_options().intra_op_num_threads == 2
+    assert two._first.get_session_options().intra_op_num_threads == 1
+    assert one._second.get_session_options().intra_op_num_threads == 1
+    rng = np.random.default_rng(3)
+    z = rng.uniform(0, 255, (1, 3, 127, 127)).astype(np.float32)
+    x = rng.uniform(0, 255, (1, 3, 255, 255)).astype(np.float32)
+    for a, b in zip(one.track(one.encode_template(z), x), two.track(two.encode_template(z), x)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(BackendError, match='threads'):
+        OnnxRuntimeBackend(v3_model, threads=0)
+    with pytest.raises(BackendError, match='optimization'):
+        OnnxRuntimeBackend(v3_model, optimization='fast')
+
+
 def test_corrupt_and_missing_files_are_reported(v3_model, tmp_path):
     copy = tmp_path / 'model'
     shutil.copytree(v3_model.root, copy)

@@ -188,3 +188,41 @@ def test_cli_errors(tmp_path, capsys):
     assert not Path(out).exists()
     with pytest.raises(SystemExit):
         siam_eval.main(['--sequences', root])                  # --json is required
+
+
+def test_repeats_rerun_from_moved_initial_boxes(tmp_path, capsys):
+    """--repeats N: the first run is the normal one; the others start from the seeded moved
+    boxes, and their AUCs are what an independent run from those boxes gives."""
+    _need_shared()
+    from siam_tracker_ros.core.config import preset
+    from siam_tracker_ros.eval.metrics import evaluate_sequence
+    from siam_tracker_ros.eval.runner import jittered_boxes, run_tracker
+    from siam_tracker_ros.eval.sequences import load_frames, load_sequence
+    from siam_tracker_ros.factory import load_tracker
+
+    os.environ.setdefault('SIAM_MODEL_CACHE', str(tmp_path / 'cache'))
+    out = tmp_path / 'r.json'
+    status = siam_eval.main([
+        '--model', str(NANO_V2), '--backend', 'onnxruntime', '--preset', 'plain',
+        '--sequences', str(SEQUENCES), '--seq', 'uav_wakeboard7', '--repeats', '3',
+        '--jitter', '0.5', '--json', str(out), '--quiet'])
+    assert status == 0, capsys.readouterr().err
+    assert 'AUC(repeats)' in capsys.readouterr().out
+    block = json.loads(out.read_text())['trackers']['ours']
+    runs = block['sequences']['uav_wakeboard7']['auc_repeats']
+    assert len(runs) == 3 and runs[0] == block['sequences']['uav_wakeboard7']['auc']
+    assert block['mean']['repeats'] == 3
+    assert block['mean']['auc_repeats_mean'] == pytest.approx(np.mean(runs))
+
+    seq = load_sequence(SEQUENCES / 'uav_wakeboard7')
+    starts = jittered_boxes(seq, 3, 0.5)
+    assert starts[0] == seq.init_box and starts == jittered_boxes(seq, 3, 0.5)
+    assert all(0 < abs(b.x - seq.init_box.x) <= 0.5 and b.w == seq.init_box.w
+               for b in starts[1:])
+    tracker = load_tracker(NANO_V2, backend='onnxruntime', **preset('plain'))
+    frames = load_frames(seq)
+    again = evaluate_sequence(run_tracker(tracker, frames, seq, init_box=starts[2]).boxes,
+                              seq.gt).auc
+    assert again == pytest.approx(runs[2], abs=1e-12)
+    assert siam_eval.main(['--sequences', str(SEQUENCES), '--peers', 'opencv-mil',
+                           '--repeats', '0', '--json', str(out)]) == 2

@@ -16,15 +16,16 @@ _GPU_PROVIDERS = ('TensorrtExecutionProvider', 'CUDAExecutionProvider')
 
 
 def default_threads() -> int:
-    """Intra-op threads: 1 on machines with up to 2 cores, else up to 4.
+    """Intra-op threads of the per-frame (search) session: every core, at most 4.
 
-    Measured on a 2-core machine (NanoTrack v2, siam-eval over 13 sequences, OpenCV peers in the
-    same process): 1 thread 290-310 frames/s, 2 threads 228 (plain) and 141 vs 211 (default
-    preset). ORT's spinning workers compete with the tracker's own Python and OpenCV threads,
-    although the network alone runs faster on 2 threads (1.6 vs 2.2 ms).
+    Measured on a 2-core machine (NanoTrack v2, ORT 1.31, frames/s of update() on David, bag
+    and uav_boat5, OpenCV TrackerNano in the same process): plain tracker 1 thread 345, 2
+    threads 473-492; TrackerNano 275-323 on its default 2 threads. Two threads pay only when
+    no other ORT thread pool spins beside them, which is why the template session is
+    single-threaded (see OnnxRuntimeBackend).
     """
     cores = os.cpu_count() or 1
-    return 1 if cores <= 2 else min(4, cores // 2)
+    return max(1, min(4, cores))
 
 
 def choose_providers(device: str, available: Sequence[str]) -> List[str]:
@@ -88,23 +89,37 @@ class OnnxRuntimeBackend:
         self.spec = spec
         self.device = device
         self.providers = choose_providers(device, ort.get_available_providers())
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads if threads is not None else default_threads()
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         levels = {'none': ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                   'basic': ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                   'extended': ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                   'all': ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-        opts.graph_optimization_level = levels[optimization]
+        if optimization not in levels:
+            raise BackendError(f'unknown optimization {optimization!r}; use one of '
+                               f'{sorted(levels)}')
+        self.threads = threads if threads is not None else default_threads()
+        if self.threads < 1:
+            raise BackendError(f'threads must be >= 1, got {self.threads}')
+
+        def options(intra: int):
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = intra
+            opts.inter_op_num_threads = 1
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            opts.graph_optimization_level = levels[optimization]
+            return opts
+
         first, second = spec.graph_roles
-        self._first = self._session(ort, opts, spec.path(first))
+        # The template session runs at init and now and then (template update, appearance
+        # checks): one thread, so no second pool of spinning workers fights the search
+        # session's for the cores (measured: 2 threads in both sessions made the 'update'
+        # preset 40 % slower than 1 thread; see default_threads).
+        self._first = self._session(ort, options(1), spec.path(first))
         if spec.layout == 'backbone_head':
             # One search session = backbone feeding the head: one run per frame instead of two.
-            self._second = self._session(ort, opts, spec.path(second),
+            self._second = self._session(ort, options(self.threads), spec.path(second),
                                          search_graph(spec.path(first), spec.path(second)))
         else:
-            self._second = self._session(ort, opts, spec.path(second))
+            self._second = self._session(ort, options(self.threads), spec.path(second))
         self._normalise = (tuple(spec.input_mean) != (0.0, 0.0, 0.0)
                            or tuple(spec.input_std) != (1.0, 1.0, 1.0))
         self._mean = np.asarray(spec.input_mean, np.float32).reshape(1, 3, 1, 1)

@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads for every tracker in this process: cv2.setNumThreads(N) and "
                         "ONNX Runtime's intra-op threads of ours; default: each library's own "
                         "(all cores up to 4)")
+    p.add_argument('--repeats', type=int, default=1, metavar='N',
+                   help='also run every tracker from N-1 initial boxes moved by up to '
+                        '--jitter pixels and report the mean and spread of the set AUC '
+                        '(Siamese trackers are chaotic: one run is one draw); default 1')
+    p.add_argument('--jitter', type=float, default=0.3, metavar='PX',
+                   help='largest shift of those initial boxes in x and y (default 0.3 px)')
     p.add_argument('--json', required=True, metavar='OUT', help='where to write the results')
     p.add_argument('--plots', default=None, metavar='DIR',
                    help='write success.png and precision.png here')
@@ -177,6 +183,8 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         return fail('--set applies to our tracker; give --model', 2)
     if args.threads is not None and args.threads < 0:
         return fail('--threads must be >= 0', 2)
+    if args.repeats < 1 or args.jitter < 0:
+        return fail('--repeats must be >= 1 and --jitter >= 0', 2)
 
     threads_default = cv2.getNumThreads()
     if args.threads is not None:
@@ -212,7 +220,8 @@ def main(argv: Optional[Seq[str]] = None) -> int:
     progress.message(f'siam-eval: {len(sequences)} sequence(s), trackers: '
                      f'{", ".join(e.name for e in entries)}')
     try:
-        trackers = run_evaluation(sequences, entries, progress, save_boxes=args.save_boxes)
+        trackers = run_evaluation(sequences, entries, progress, save_boxes=args.save_boxes,
+                                  repeats=args.repeats, jitter=args.jitter)
     except (RuntimeError, ValueError) as exc:
         return fail(str(exc))
 

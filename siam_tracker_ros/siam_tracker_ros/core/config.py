@@ -114,6 +114,10 @@ class TrackerConfig:
     motion_kalman: bool = param(
         False, 'constant-velocity Kalman filter on centre and size places the search window '
         'through low-confidence frames and occlusions', runtime=True)
+    motion_camera: bool = param(
+        False, 'while the target is not tracked (LOST / SEARCHING), carry the place it was '
+        'last seen along with the camera motion measured by sparse optical flow (pans, '
+        'zooms, a drone turning)', runtime=True)
 
     def replace(self, **changes: Any) -> 'TrackerConfig':
         """Return a copy with some fields changed (validated)."""
@@ -131,15 +135,15 @@ MODEL_FIELDS = ('exemplar_size', 'instance_size', 'context_amount', 'penalty_k',
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     'plain': {'update_interval': 0, 'lt_enabled': False, 'distractor_enabled': False,
-              'motion_kalman': False},
+              'motion_kalman': False, 'motion_camera': False},
     'update': {'update_interval': 10, 'lt_enabled': False, 'distractor_enabled': False,
-               'motion_kalman': False},
+               'motion_kalman': False, 'motion_camera': False},
     'redetect': {'update_interval': 10, 'lt_enabled': True, 'distractor_enabled': False,
-                 'motion_kalman': False},
+                 'motion_kalman': False, 'motion_camera': False},
     'distractors': {'update_interval': 10, 'lt_enabled': True, 'distractor_enabled': True,
-                    'motion_kalman': False},
+                    'motion_kalman': False, 'motion_camera': False},
     'motion': {'update_interval': 10, 'lt_enabled': True, 'distractor_enabled': True,
-               'motion_kalman': True},
+               'motion_kalman': True, 'motion_camera': False},
 }
 PRESETS['default'] = dict(PRESETS['distractors'])
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
+import cv2
 import numpy as np
+
+_NEIGHBOURS = np.ones((3, 3), np.uint8)
 
 
 class DistractorMemory:
@@ -37,15 +40,12 @@ class DistractorMemory:
         """Cells (row, col) of local maxima scoring at least ``ratio`` times the peak, more
         than ``radius`` cells from it and from each other."""
         peak = score_map[row, col]
-        size = score_map.shape[0]
-        padded = np.pad(score_map, 1, constant_values=-np.inf)
-        local = np.ones_like(score_map, dtype=bool)
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                if dr or dc:
-                    local &= score_map >= padded[1 + dr:1 + dr + size, 1 + dc:1 + dc + size]
-        rows, cols = np.nonzero(local & (score_map >= ratio * peak))
-        order = np.argsort(-score_map[rows, cols], kind='stable')
+        values = np.asarray(score_map, dtype=np.float32)
+        # A cell is a local maximum when it equals the maximum of its 3x3 neighbourhood
+        # (cv2.dilate takes that maximum over the cells inside the map only).
+        local = values >= cv2.dilate(values, _NEIGHBOURS)
+        rows, cols = np.nonzero(local & (values >= ratio * peak))
+        order = np.argsort(-values[rows, cols], kind='stable')
         chosen = [(row, col)]
         out = []
         for k in order:

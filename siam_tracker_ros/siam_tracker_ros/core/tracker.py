@@ -18,18 +18,22 @@ the 'plain' preset (which then reproduces the procedure above bit for bit):
   frame; re-detected matches must pass it and lie within ``lt_reacquire_speed`` target sizes
   per frame since the loss of where the target was lost (farther ones become distractors);
 * ``DistractorMemory`` (distractor_*): penalise candidates on remembered look-alikes;
-* ``ConstantVelocityKalman`` (motion_kalman): where to look through occlusions.
+* ``ConstantVelocityKalman`` (motion_kalman): where to look through occlusions;
+* camera-motion compensation (motion_camera): while the target is not tracked, the place it
+  was last seen moves with the camera (sparse optical flow between consecutive frames).
 """
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import cv2
 import numpy as np
 
+from .camera_motion import apply_to_point, estimate_camera_motion, scale_of
 from .confidence import cell_scores, ConfidenceEstimator, Cues, peak_to_sidelobe
 from .config import TrackerConfig, validated
 from .crop import context_size, crop_window, to_blob
@@ -45,6 +49,10 @@ from .types import BBox, TrackResult, TrackState
 # Shifts (fractions of the box) of the first-frame crops the appearance cue is calibrated on.
 _APPEARANCE_SHIFTS = ((0.1, 0.0), (-0.1, 0.0), (0.0, 0.1), (0.0, -0.1))
 _GEOMETRY_FIELDS = ('exemplar_size', 'instance_size', 'context_amount')
+# Camera-motion compensation: the target's own motion (what the camera does not explain) is
+# measured over this many frame pairs before the loss and kept, damped per frame, while lost.
+_OWN_MOTION_PAIRS = 3
+_OWN_MOTION_DAMPING = 0.9
 
 
 def check_image(image: np.ndarray) -> None:
@@ -100,6 +108,9 @@ class SiameseTracker:
         self._calibrated = False
         self._appearance_ref = 1.0
         self.last_cues: Optional[Cues] = None
+        self._previous: Optional[np.ndarray] = None
+        self._tracked: deque = deque(maxlen=_OWN_MOTION_PAIRS + 1)  # (frame, centre)
+        self._own_motion: Optional[np.ndarray] = None
 
     @property
     def config(self) -> TrackerConfig:
@@ -214,6 +225,10 @@ class SiameseTracker:
         if self._config.lt_enabled:
             self._calibrate(image)
         self.state = TrackState.TRACKING
+        self._previous = image
+        self._tracked.clear()
+        self._tracked.append((image, self.center.copy()))
+        self._own_motion = None
         self.last_result = TrackResult(box, 1.0, TrackState.TRACKING, 1.0)
         return self.last_result
 
@@ -252,16 +267,67 @@ class SiameseTracker:
         cfg = self._config
         self.frame_index += 1
         t0 = time.perf_counter()
+        lost = self.longterm.low_frames or self.longterm.state == TrackState.SEARCHING
+        if cfg.lt_enabled and cfg.motion_camera and lost and self._previous is not None:
+            self._follow_camera(self._previous, image)
+        self._previous = image
         if cfg.lt_enabled and self.longterm.state == TrackState.SEARCHING:
             result = self._search(image)
         else:
             result = self._track(image, t0)
         self.state = result.state
         self.longterm.state = result.state
+        if result.state == TrackState.TRACKING and cfg.motion_camera:
+            if lost:                     # re-acquired: the history restarts here
+                self._tracked.clear()
+            self._tracked.append((image, self.center.copy()))
+            self._own_motion = None
         t3 = time.perf_counter()
         self.last_stage_ms['step'] = (t3 - t0) * 1e3
         self.last_result = result
         return result
+
+    def _follow_camera(self, previous: np.ndarray, image: np.ndarray) -> None:
+        """Move the lost target's remembered place with the camera, plus the target's own
+        motion measured before the loss (damped): a camera that was following the target
+        keeps it in place, a pan away carries it out of the view and back."""
+        t_c = time.perf_counter()
+        if self._own_motion is None:
+            self._own_motion = self._motion_before_loss()
+        matrix = estimate_camera_motion(previous, image)
+        if matrix is None:
+            matrix = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        zoom = scale_of(matrix)
+        dx, dy = self._own_motion
+        self._own_motion = self._own_motion * _OWN_MOTION_DAMPING
+
+        def move(x: float, y: float) -> Tuple[float, float]:
+            mx, my = apply_to_point(matrix, x, y)
+            return mx + dx, my + dy
+
+        self.center = np.array(move(self.center[0], self.center[1]))
+        self.size = self.size * zoom
+        held = self.longterm.held_box
+        if held is not None:
+            cx, cy = move(held.cx, held.cy)
+            self.longterm.held_box = BBox.from_center(cx, cy, held.w * zoom, held.h * zoom)
+        kx, ky = move(self.kalman.x[0], self.kalman.x[1])
+        self.kalman.x[:4] = (kx, ky, self.kalman.x[2] * zoom, self.kalman.x[3] * zoom)
+        self.kalman.x[4:6] = 0.0        # the motion is accounted for here
+        # Remembered distractors stay where they were in the image: look-alikes are mostly
+        # movers themselves (people, cars), often kept in view by the same camera.
+        self.last_stage_ms['camera'] = (time.perf_counter() - t_c) * 1e3
+
+    def _motion_before_loss(self) -> np.ndarray:
+        """Mean per-frame motion of the target that the camera motion does not explain, over
+        the last confidently tracked frames (zero when they are too few)."""
+        tracked = list(self._tracked)
+        steps = []
+        for (a, ca), (b, cb) in zip(tracked, tracked[1:]):
+            matrix = estimate_camera_motion(a, b)
+            if matrix is not None:
+                steps.append(np.asarray(cb) - np.array(apply_to_point(matrix, ca[0], ca[1])))
+        return np.mean(steps, axis=0) if steps else np.zeros(2)
 
     def _track(self, image: np.ndarray, t0: float) -> TrackResult:
         """The plain tracking step, with the policies that are switched on."""

@@ -11,12 +11,13 @@ import math
 import statistics
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence as Seq, TextIO
 
 import numpy as np
 
-from siam_tracker_ros.core.types import TrackResult
+from siam_tracker_ros.core.types import BBox, TrackResult
 from siam_tracker_ros.eval.metrics import (
     evaluate_sequence, NORM_PRECISION_THRESHOLDS, PRECISION_THRESHOLDS, SequenceMetrics,
     SUCCESS_THRESHOLDS)
@@ -124,8 +125,10 @@ class Progress:
 
 
 def run_tracker(tracker: Any, frames: Seq[np.ndarray], sequence: Sequence, name: str = '',
-                progress: Optional[Progress] = None) -> TrackerRun:
-    """Start ``tracker`` on frame 0 from the ground truth, then time ``update()`` on the rest."""
+                progress: Optional[Progress] = None,
+                init_box: Optional[BBox] = None) -> TrackerRun:
+    """Start ``tracker`` on frame 0 from the ground truth (or ``init_box``), then time
+    ``update()`` on the rest."""
     n = len(frames)
     boxes = np.full((n, 4), np.nan)
     scores = np.full(n, np.nan)
@@ -139,7 +142,7 @@ def run_tracker(tracker: Any, frames: Seq[np.ndarray], sequence: Sequence, name:
         found[i] = result.found
 
     try:
-        store(0, tracker.init(frames[0], sequence.init_box))
+        store(0, tracker.init(frames[0], init_box or sequence.init_box))
     except Exception as exc:
         raise RuntimeError(f'{name} failed to start on {sequence.name}: {exc}') from exc
     gc.collect()
@@ -228,6 +231,12 @@ def mean_record(sequences: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         'frames': int(sum(r['frames'] for r in recs)),
         'lost_frames': int(sum(r['lost_frames'] for r in recs)),
     }
+    if all(r.get('auc_repeats') for r in recs) and recs:
+        runs = np.array([[np.nan if v is None else v for v in r['auc_repeats']] for r in recs])
+        set_means = np.nanmean(runs, axis=0)            # one set mean per repeat
+        out['auc_repeats_mean'] = _num(set_means.mean())
+        out['auc_repeats_sd'] = _num(set_means.std())
+        out['repeats'] = int(runs.shape[1])
     for key in ('success_curve', 'precision_curve', 'norm_precision_curve'):
         curves = np.array([[np.nan if v is None else v for v in r[key]] for r in recs])
         if curves.size and not np.isnan(curves).all(axis=0).any():
@@ -246,13 +255,32 @@ def thresholds_record() -> Dict[str, List[float]]:
     }
 
 
+def jittered_boxes(sequence: Sequence, repeats: int, jitter: float) -> List[BBox]:
+    """The initial boxes of ``repeats`` runs on one sequence: the ground truth first, then
+    copies moved by up to ``jitter`` pixels in x and y (seeded by the sequence's name, so
+    every tracker and every invocation gets the same ones)."""
+    box = sequence.init_box
+    rng = np.random.default_rng(zlib.crc32(sequence.name.encode()))
+    offsets = rng.uniform(-jitter, jitter, size=(max(repeats - 1, 0), 2))
+    return [box] + [BBox(box.x + dx, box.y + dy, box.w, box.h) for dx, dy in offsets]
+
+
 def run_evaluation(sequences: Seq[Sequence], trackers: Seq[TrackerEntry],
                    progress: Optional[Progress] = None,
-                   save_boxes: bool = False) -> Dict[str, Dict[str, Any]]:
+                   save_boxes: bool = False, repeats: int = 1,
+                   jitter: float = 0.0) -> Dict[str, Dict[str, Any]]:
     """Evaluate every tracker on every sequence.
+
+    With ``repeats`` > 1 each tracker also runs from ``repeats - 1`` initial boxes moved by
+    up to ``jitter`` pixels (see jittered_boxes): Siamese trackers are chaotic (crop rounding),
+    so one run of a sequence is one draw; ``auc_repeats`` per sequence and
+    ``auc_repeats_mean`` / ``auc_repeats_sd`` in the mean block give the spread. Everything
+    else (figures, fps, plots) comes from the first, unmoved run.
 
     Returns ``{name: {'mean': {...}, 'sequences': {seq: {...}}}}`` ready for JSON.
     """
+    if repeats < 1:
+        raise ValueError(f'repeats must be >= 1, got {repeats}')
     if not trackers:
         raise ValueError('no trackers to evaluate')
     names = [t.name for t in trackers]
@@ -263,11 +291,17 @@ def run_evaluation(sequences: Seq[Sequence], trackers: Seq[TrackerEntry],
     for index, seq in enumerate(sequences, start=1):
         progress.start_sequence(index, len(sequences), seq.name, len(seq))
         frames = load_frames(seq)
+        starts = jittered_boxes(seq, repeats, jitter)
         parts = []
         for entry in trackers:
             run = run_tracker(entry.make(), frames, seq, entry.name, progress)
             metrics = evaluate_sequence(run.boxes, seq.gt, run.found, run.confidences)
             record = sequence_record(metrics, run, save_boxes)
+            if repeats > 1:
+                record['auc_repeats'] = [record['auc']] + [
+                    _num(evaluate_sequence(run_tracker(entry.make(), frames, seq, entry.name,
+                                                       progress, box).boxes, seq.gt).auc)
+                    for box in starts[1:]]
             per_seq[entry.name][seq.name] = record
             auc = '-' if record['auc'] is None else f'{record["auc"]:.3f}'
             parts.append(f'{entry.name} AUC {auc} {run.fps:.0f} fps')
@@ -288,7 +322,10 @@ def format_table(trackers: Dict[str, Dict[str, Any]], reference: Optional[str] =
     tracker's fps.
     """
     has_ref = reference in trackers and trackers[reference]['mean']['fps']
+    jittered = all('auc_repeats_mean' in b['mean'] for b in trackers.values())
     header = ['tracker', 'AUC', 'prec@20', 'norm_prec', 'fps(median)', 'presence_F1']
+    if jittered:
+        header.insert(2, 'AUC(repeats) mean+-sd')
     if has_ref:
         header.append(f'{reference}/this fps')
     rows = [header]
@@ -296,6 +333,9 @@ def format_table(trackers: Dict[str, Dict[str, Any]], reference: Optional[str] =
         m = block['mean']
         row = [name, _fmt(m['auc'], '.3f'), _fmt(m['prec20'], '.3f'),
                _fmt(m['norm_prec'], '.3f'), _fmt(m['fps'], '.1f'), _fmt(m['presence_f1'], '.3f')]
+        if jittered:
+            spread = _fmt(m['auc_repeats_sd'], '.3f')
+            row.insert(2, f"{_fmt(m['auc_repeats_mean'], '.3f')}+-{spread}")
         if has_ref:
             ratio = (trackers[reference]['mean']['fps'] / m['fps']) if m['fps'] else None
             row.append(_fmt(ratio, '.2f') + ('x' if ratio is not None else ''))
