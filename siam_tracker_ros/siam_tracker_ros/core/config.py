@@ -78,7 +78,7 @@ class TrackerConfig:
     lt_tiles_per_frame: int = param(
         4, 'search windows of the global scan run per searching frame', 1, 64, runtime=True)
     conf_appearance_interval: int = param(
-        5, 'verify the chosen box against the initial template (one extra template-branch '
+        10, 'verify the chosen box against the initial template (one extra template-branch '
         'run: feature cosine similarity) every N confident frames, and on every frame that '
         'is not confidently tracked; 0 = never', 0, 10000, runtime=True)
     conf_appearance_low: float = param(
@@ -102,7 +102,7 @@ class TrackerConfig:
         0.5, 'secondary peak score relative to the chosen one (and confidence of a masked-'
         'target probe peak) that counts as a distractor', 0.0, 1.0, runtime=True)
     distractor_probe_interval: int = param(
-        5, 'every N confident frames, run the search once more with the target masked out '
+        10, 'every N confident frames, run the search once more with the target masked out '
         'to find look-alikes the score map suppresses; 0 = never', 0, 10000, runtime=True)
     distractor_penalty: float = param(
         0.8, 'how much a candidate on a remembered distractor loses (0 none, 1 all)',
