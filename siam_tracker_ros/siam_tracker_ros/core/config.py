@@ -82,10 +82,10 @@ class TrackerConfig:
         'run: feature cosine similarity) every N confident frames, and on every frame that '
         'is not confidently tracked; 0 = never', 0, 10000, runtime=True)
     conf_appearance_low: float = param(
-        0.35, 'appearance similarity (relative to the first frame) at or below which the '
+        0.4, 'appearance similarity (relative to the first frame) at or below which the '
         'appearance term of the confidence is 0', 0.0, 2.0, runtime=True)
     conf_appearance_high: float = param(
-        0.5, 'appearance similarity (relative to the first frame) at or above which the '
+        0.55, 'appearance similarity (relative to the first frame) at or above which the '
         'appearance term of the confidence is 1', 0.0, 2.0, runtime=True)
     conf_sharpness_weight: float = param(
         0.5, 'exponent of the peak-sharpness term of the confidence', 0.0, 4.0, runtime=True)
