@@ -291,7 +291,6 @@ class SiameseTracker:
         """Move the lost target's remembered place with the camera, plus the target's own
         motion measured before the loss (damped): a camera that was following the target
         keeps it in place, a pan away carries it out of the view and back."""
-        t_c = time.perf_counter()
         if self._own_motion is None:
             self._own_motion = self._motion_before_loss()
         matrix = estimate_camera_motion(previous, image)
@@ -316,7 +315,6 @@ class SiameseTracker:
         self.kalman.x[4:6] = 0.0        # the motion is accounted for here
         # Remembered distractors stay where they were in the image: look-alikes are mostly
         # movers themselves (people, cars), often kept in view by the same camera.
-        self.last_stage_ms['camera'] = (time.perf_counter() - t_c) * 1e3
 
     def _motion_before_loss(self) -> np.ndarray:
         """Mean per-frame motion of the target that the camera motion does not explain, over
