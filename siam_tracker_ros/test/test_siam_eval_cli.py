@@ -226,3 +226,33 @@ def test_repeats_rerun_from_moved_initial_boxes(tmp_path, capsys):
     assert again == pytest.approx(runs[2], abs=1e-12)
     assert siam_eval.main(['--sequences', str(SEQUENCES), '--peers', 'opencv-mil',
                            '--repeats', '0', '--json', str(out)]) == 2
+
+
+def test_cli_reports_reacquisition_and_lookalike_events(tmp_path, capsys):
+    # A sequence of the generated long-term set (events.json beside img/) gets the event
+    # scores: re-acquired after the return, jumped to the pasted look-alike.
+    _need_shared()
+    from siam_tracker_ros.eval.longterm_set import (
+        build_longterm_set, event_scores, events_summary, load_events)
+    from siam_tracker_ros.eval.sequences import load_sequence
+    root = tmp_path / 'lt'
+    build_longterm_set(SEQUENCES, root, names=['Crossing'], kinds=('occ',))
+    out = tmp_path / 'out.json'
+    status = siam_eval.main(['--sequences', str(root), '--peers', 'opencv-kcf', '--json',
+                             str(out), '--save-boxes', '--threads', '1', '--quiet'])
+    printed = capsys.readouterr().out
+    assert status == 0
+    block = json.loads(out.read_text())['trackers']['opencv-kcf']
+    rec = block['sequences']['Crossing_occ']
+    seq = load_sequence(root / 'Crossing_occ')
+    expected = event_scores(np.array(rec['boxes'], dtype=float), np.array(rec['found']), seq.gt,
+                            load_events(root / 'Crossing_occ'))
+    assert rec['events'] == expected and len(expected) == 1
+    summary = block['mean']['events']
+    assert summary == events_summary([expected])
+    assert summary['returns'] == summary['lookalike_events'] == 1
+    assert summary['reacquired'] == int(expected[0]['reacquired'])
+    header = next(line for line in printed.splitlines() if line.startswith('tracker'))
+    assert 're-acquired' in header and 'no jump' in header and 'conf_AUROC' in header
+    row = next(line for line in printed.splitlines() if line.startswith('opencv-kcf'))
+    assert f"{summary['reacquired']}/1" in row and f"{summary['no_jump']}/1" in row

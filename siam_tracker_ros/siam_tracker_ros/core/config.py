@@ -69,9 +69,10 @@ class TrackerConfig:
         0.5, 'appearance similarity to the initial template (relative to its first-frame '
         'level, see conf_appearance_*) a re-acquired candidate needs', 0.0, 2.0, runtime=True)
     lt_reacquire_speed: float = param(
-        0.15, 'target sizes per frame since the loss a re-acquired match may lie from where the '
-        'target was lost; a verified match farther away is remembered as a look-alike; '
-        '0 = no limit', 0.0, 100.0, runtime=True)
+        0.05, 'target sizes per frame since the target was last tracked with re-acquisition '
+        'confidence that a re-acquired match may lie from where it was lost (plus one size); '
+        'a verified match farther away is remembered as a look-alike; 0 = no limit',
+        0.0, 100.0, runtime=True)
     lt_local_frames: int = param(
         6, 'searching frames spent around the last position before scanning the frame',
         0, 1000, runtime=True)

@@ -396,6 +396,8 @@ class SiameseTracker:
                 self.kalman.correct(self.center, self.size)
             box = BBox.from_center(cx, cy, w, h)
             lt.held_box = box
+            if confidence >= cfg.lt_redetect_threshold:
+                lt.sure_frame = self.frame_index
             if confidence >= cfg.update_min_confidence:
                 self.estimator.observe(cues)
             self._after_confident(image, search, raw_scores, pick, confidence, crop)
@@ -511,9 +513,11 @@ class SiameseTracker:
             expected = (lt.held_box.cx, lt.held_box.cy)
         centers = [expected] + lt.next_tiles(cfg.lt_tiles_per_frame, cfg.lt_local_frames)
         best: Optional[_Scored] = None
-        # How far the target can have gone since it was lost (target sizes): a match farther
-        # away was there while the target was not, so it is a look-alike, not the target.
-        reach = 1.0 + cfg.lt_reacquire_speed * (cfg.lt_lost_frames + lt.search_frames)
+        # How far the target can have gone since it was last surely seen (target sizes;
+        # frames tracked with a middling confidence may already have been on something
+        # else): a match farther away was there while the target was not, so it is a
+        # look-alike, not the target.
+        reach = 1.0 + cfg.lt_reacquire_speed * (self.frame_index - lt.sure_frame)
         side = self._target_side()
         for c in centers:
             scored = self._best_in(image, c, self.features, expected)
@@ -541,7 +545,7 @@ class SiameseTracker:
             self.size = np.array([w, h])
             self.kalman.reset(self.center, self.size)
             box = BBox.from_center(cx, cy, w, h)
-            lt.start(box)
+            lt.start(box, self.frame_index)
             return TrackResult(box, best.pick.score, TrackState.TRACKING, best.confidence)
         return TrackResult(lt.held_box, best.pick.score, TrackState.SEARCHING, best.confidence)
 

@@ -335,6 +335,36 @@ def event_scores(boxes: np.ndarray, found: np.ndarray, gt: np.ndarray,
     return out
 
 
+def sequence_events(sequence: Sequence) -> Optional[Dict[str, Any]]:
+    """The events.json of a sequence of the generated set, or None for any other sequence."""
+    if not sequence.frames:
+        return None
+    root = Path(sequence.frames[0]).parent.parent
+    return load_events(root) if (root / EVENTS_FILE).is_file() else None
+
+
+def events_summary(per_sequence: Seq[List[Dict[str, Any]]]) -> Optional[Dict[str, Any]]:
+    """Counts over the event lists of several sequences: events with a return and how many
+    were re-acquired within REACQUIRE_WITHIN frames; events with a look-alike and how many
+    passed without a jump to it. None when there are no events."""
+    events = [e for evs in per_sequence for e in evs]
+    if not events:
+        return None
+    returns = [e for e in events if e.get('return') is not None]
+    shown = [e for e in events if e.get('lookalike')]
+    reacquired = sum(1 for e in returns if e['reacquired'])
+    kept = sum(1 for e in shown if not e['jumped'])
+    return {
+        'events': len(events),
+        'returns': len(returns),
+        'reacquired': reacquired,
+        'reacquired_rate': reacquired / len(returns) if returns else None,
+        'lookalike_events': len(shown),
+        'no_jump': kept,
+        'no_jump_rate': kept / len(shown) if shown else None,
+    }
+
+
 def default_sources() -> Path:
     """../shared/sequences beside the repository, or $SIAM_SHARED/sequences."""
     env = os.environ.get('SIAM_SHARED')

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence as Seq, TextIO
 import numpy as np
 
 from siam_tracker_ros.core.types import BBox, TrackResult
+from siam_tracker_ros.eval.longterm_set import event_scores, events_summary, sequence_events
 from siam_tracker_ros.eval.metrics import (
     evaluate_sequence, NORM_PRECISION_THRESHOLDS, PRECISION_THRESHOLDS, SequenceMetrics,
     SUCCESS_THRESHOLDS)
@@ -231,6 +232,9 @@ def mean_record(sequences: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         'frames': int(sum(r['frames'] for r in recs)),
         'lost_frames': int(sum(r['lost_frames'] for r in recs)),
     }
+    events = events_summary([r['events'] for r in recs if 'events' in r])
+    if events is not None:
+        out['events'] = events
     if all(r.get('auc_repeats') for r in recs) and recs:
         runs = np.array([[np.nan if v is None else v for v in r['auc_repeats']] for r in recs])
         set_means = np.nanmean(runs, axis=0)            # one set mean per repeat
@@ -277,6 +281,10 @@ def run_evaluation(sequences: Seq[Sequence], trackers: Seq[TrackerEntry],
     ``auc_repeats_mean`` / ``auc_repeats_sd`` in the mean block give the spread. Everything
     else (figures, fps, plots) comes from the first, unmoved run.
 
+    On sequences of the generated long-term set (an ``events.json`` beside ``img``) each
+    record also has ``events`` (longterm_set.event_scores: re-acquired after the return,
+    jumped to the look-alike) and the mean block their counts (longterm_set.events_summary).
+
     Returns ``{name: {'mean': {...}, 'sequences': {seq: {...}}}}`` ready for JSON.
     """
     if repeats < 1:
@@ -292,11 +300,14 @@ def run_evaluation(sequences: Seq[Sequence], trackers: Seq[TrackerEntry],
         progress.start_sequence(index, len(sequences), seq.name, len(seq))
         frames = load_frames(seq)
         starts = jittered_boxes(seq, repeats, jitter)
+        events = sequence_events(seq)
         parts = []
         for entry in trackers:
             run = run_tracker(entry.make(), frames, seq, entry.name, progress)
             metrics = evaluate_sequence(run.boxes, seq.gt, run.found, run.confidences)
             record = sequence_record(metrics, run, save_boxes)
+            if events is not None:
+                record['events'] = event_scores(run.boxes, run.found, seq.gt, events)
             if repeats > 1:
                 record['auc_repeats'] = [record['auc']] + [
                     _num(evaluate_sequence(run_tracker(entry.make(), frames, seq, entry.name,
@@ -315,15 +326,26 @@ def _fmt(value: Optional[float], spec: str) -> str:
     return '-' if value is None else format(value, spec)
 
 
+def _count(events: Dict[str, Any], hits: str, total: str) -> str:
+    if not events.get(total):
+        return '-'
+    return f'{events[hits]}/{events[total]} ({100.0 * events[hits] / events[total]:.0f}%)'
+
+
 def format_table(trackers: Dict[str, Dict[str, Any]], reference: Optional[str] = OURS) -> str:
     """A plain-text summary: one row per tracker with its mean figures and median fps.
 
+    On the generated long-term set it adds the confidence AUROC and the event counts
+    (re-acquired within 10 frames of the return / events, no jump to the look-alike / events).
     When ``reference`` (our tracker) is present, a last column gives its fps divided by each
     tracker's fps.
     """
     has_ref = reference in trackers and trackers[reference]['mean']['fps']
     jittered = all('auc_repeats_mean' in b['mean'] for b in trackers.values())
     header = ['tracker', 'AUC', 'prec@20', 'norm_prec', 'fps(median)', 'presence_F1']
+    with_events = any('events' in b['mean'] for b in trackers.values())
+    if with_events:
+        header += ['conf_AUROC', 're-acquired', 'no jump']
     if jittered:
         header.insert(2, 'AUC(repeats) mean+-sd')
     if has_ref:
@@ -333,6 +355,10 @@ def format_table(trackers: Dict[str, Dict[str, Any]], reference: Optional[str] =
         m = block['mean']
         row = [name, _fmt(m['auc'], '.3f'), _fmt(m['prec20'], '.3f'),
                _fmt(m['norm_prec'], '.3f'), _fmt(m['fps'], '.1f'), _fmt(m['presence_f1'], '.3f')]
+        if with_events:
+            ev = m.get('events') or {}
+            row += [_fmt(m['conf_auroc'], '.3f'), _count(ev, 'reacquired', 'returns'),
+                    _count(ev, 'no_jump', 'lookalike_events')]
         if jittered:
             spread = _fmt(m['auc_repeats_sd'], '.3f')
             row.insert(2, f"{_fmt(m['auc_repeats_mean'], '.3f')}+-{spread}")

@@ -1,0 +1,49 @@
+"""Keep config/tracker.yaml's commented ``tracker:`` block in step with TrackerConfig.
+
+``python -m siam_tracker_ros.cli.tracker_yaml [PATH]`` rewrites the block (every field with its
+description, range and default) after the ``# tracker:`` line; everything above it is kept.
+A test checks that the shipped file is what this writes.
+"""
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+from typing import Optional, Sequence
+
+from siam_tracker_ros.core.config import describe, TrackerConfig
+
+MARKER = '    # tracker:\n'
+WIDTH = 98
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / 'config' / 'tracker.yaml'
+
+
+def _value(default) -> str:
+    return str(default).lower() if isinstance(default, bool) else repr(default)
+
+
+def render(text: str) -> str:
+    """``text`` (a tracker.yaml) with its tracker block regenerated from TrackerConfig."""
+    if MARKER not in text:
+        raise ValueError(f'no {MARKER.strip()!r} line to put the tracker settings after')
+    lines = []
+    for name, default, description, low, high, _ in describe(TrackerConfig):
+        if low is not None or high is not None:
+            description += f' [{low:g}, {high:g}]'
+        lines += textwrap.wrap(description, width=WIDTH, initial_indent='    #   # ',
+                               subsequent_indent='    #   # ')
+        lines.append(f'    #   {name}: {_value(default)}')
+    return text[:text.index(MARKER) + len(MARKER)] + '\n'.join(lines) + '\n'
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Rewrite the file (default: the package's config/tracker.yaml)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    path = Path(args[0]) if args else DEFAULT_PATH
+    path.write_text(render(path.read_text()))
+    print(f'wrote {path}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
