@@ -15,8 +15,9 @@ the 'plain' preset (which then reproduces the procedure above bit for bit):
   frames do not move the published box. The confidence includes an appearance check (the
   chosen box re-encoded by the template branch and compared with the initial template), run
   every ``conf_appearance_interval`` frames while confidently tracking and on every other
-  frame; re-detected matches must pass it and lie within ``lt_reacquire_speed`` target sizes
-  per frame since the loss of where the target was lost (farther ones become distractors);
+  frame; re-detected matches must pass it and lie within one target size plus
+  ``lt_reacquire_speed`` sizes per frame since the target was last tracked with re-acquisition
+  confidence of where it was lost (farther ones become distractors);
 * ``DistractorMemory`` (distractor_*): penalise candidates on remembered look-alikes;
 * ``ConstantVelocityKalman`` (motion_kalman): where to look through occlusions;
 * camera-motion compensation (motion_camera): while the target is not tracked, the place it
