@@ -21,8 +21,8 @@ from siam_tracker_ros.core.decode import make_decoder, select_candidate
 from siam_tracker_ros.core.types import BBox, TrackState
 from siam_tracker_ros.eval.longterm_set import (
     build_longterm_set, event_scores, load_events, main as longterm_main)
-from siam_tracker_ros.eval.metrics import evaluate_sequence
-from siam_tracker_ros.eval.runner import run_tracker
+from siam_tracker_ros.eval.metrics import evaluate_sequence, iou
+from siam_tracker_ros.eval.runner import jittered_boxes, run_tracker
 from siam_tracker_ros.eval.sequences import load_frames, load_sequence, read_frame
 from siam_tracker_ros.factory import load_tracker
 
@@ -173,6 +173,40 @@ def test_reach_counts_from_the_last_sure_frame(tmp_path, v3_default):
     run = run_tracker(tracker, frames, seq)
     event = event_scores(run.boxes, run.found, seq.gt, load_events(out / 'Crossing_occ'))[0]
     assert event['reacquired'] and not event['jumped'], event
+
+
+def test_motion_cue_expects_the_target_to_keep_its_velocity(v3_default):
+    # dtb_Surfing06: the surfer crosses the frame at about 4 px per frame. The motion cue
+    # measures the peak's jump from the position moved by the tracked velocity, so steady
+    # motion is not doubted.
+    seq = load_sequence(need(SEQUENCES / 'dtb_Surfing06'))
+    frames = load_frames(seq)[:31]
+    tracker = v3_default
+    tracker.init(frames[0], seq.init_box)
+    assert not tracker.velocity.any()
+    for frame in frames[1:]:
+        r = tracker.update(frame)
+        assert r.state == TrackState.TRACKING
+    centers = seq.gt[:31, :2] + seq.gt[:31, 2:] / 2
+    truth = np.diff(centers[-6:], axis=0).mean(axis=0)
+    assert np.hypot(*truth) > 3.0
+    assert np.abs(tracker.velocity - truth).max() < 1.5, (tracker.velocity, truth)
+    tracker.init(frames[0], seq.init_box)
+    assert not tracker.velocity.any()
+
+
+def test_a_clearly_better_match_beyond_the_reach_is_not_taken_for_a_look_alike(v3_default):
+    # uavdt_S0601 started 0.3 px off the ground truth: the tracker loses the small car, takes a
+    # patch of road beside it, loses that, and the car is back 1.3 sizes away, beyond the
+    # re-acquisition reach; it resembles the first frame clearly better than the road patch
+    # did, so it is re-acquired instead of being remembered as a look-alike.
+    seq = load_sequence(need(SEQUENCES / 'uavdt_S0601'))
+    box = jittered_boxes(seq, 6, 0.3)[1]
+    run = run_tracker(v3_default, load_frames(seq), seq, init_box=box)
+    m = evaluate_sequence(run.boxes, seq.gt)
+    assert m.auc > 0.6, m.auc
+    ious = iou(run.boxes[-20:], seq.gt[-20:])
+    assert (ious > 0.5).mean() > 0.8, ious
 
 
 def test_published_box_is_held_while_not_tracking(small_set, v3_default):

@@ -5,8 +5,9 @@ Five cues, each mapped to [0, 1] and multiplied (weighted by exponents):
 * the raw peak score, relative to the peak score on the first frame;
 * the peak's sharpness (peak-to-sidelobe ratio of the score map), relative to half its
   running level on confidently tracked frames (which starts at the first-frame value);
-* motion plausibility: how far the peak lies from where the target was expected, in target
-  sizes (a Gaussian of width ``conf_motion_sigma``);
+* motion plausibility: how far the peak lies from where the target was expected (the last
+  position moved by the target's recent velocity, or the Kalman prediction), in target sizes
+  (a Gaussian of width ``conf_motion_sigma``);
 * a distractor factor (1 unless the candidate sits on a remembered distractor);
 * appearance: the cosine similarity between the initial template's features and the features
   of a template crop cut at the chosen box, relative to the same similarity for crops shifted

@@ -48,14 +48,17 @@ class LongTermState:
     search_frames: int = 0
     held_box: Optional[BBox] = None
     sure_frame: int = 0
+    appearance: float = 1.0
     tiles: List[Point] = field(default_factory=list)
     local_tiles: int = 0
     cursor: int = 0
 
-    def start(self, box: BBox, frame: int = 0) -> None:
-        """A new target (or a re-acquired one) is being tracked from ``frame`` on."""
+    def start(self, box: BBox, frame: int = 0, appearance: float = 1.0) -> None:
+        """A new target (or a re-acquired one, whose appearance similarity was
+        ``appearance``) is being tracked from ``frame`` on."""
         self.state = TrackState.TRACKING
         self.sure_frame = frame
+        self.appearance = appearance
         self.low_frames = 0
         self.search_frames = 0
         self.held_box = box

@@ -17,7 +17,8 @@ the 'plain' preset (which then reproduces the procedure above bit for bit):
   every ``conf_appearance_interval`` frames while confidently tracking and on every other
   frame; re-detected matches must pass it and lie within one target size plus
   ``lt_reacquire_speed`` sizes per frame since the target was last tracked with re-acquisition
-  confidence of where it was lost (farther ones become distractors);
+  confidence of where it was lost (farther ones become distractors, unless they resemble the
+  initial template clearly better than the last re-acquired match did);
 * ``DistractorMemory`` (distractor_*): penalise candidates on remembered look-alikes;
 * ``ConstantVelocityKalman`` (motion_kalman): where to look through occlusions;
 * camera-motion compensation (motion_camera): while the target is not tracked, the place it
@@ -54,6 +55,14 @@ _GEOMETRY_FIELDS = ('exemplar_size', 'instance_size', 'context_amount')
 # measured over this many frame pairs before the loss and kept, damped per frame, while lost.
 _OWN_MOTION_PAIRS = 3
 _OWN_MOTION_DAMPING = 0.9
+# Motion plausibility scores the peak against a constant-velocity prediction: the velocity is
+# a moving average (this rate) of the moves onto frames tracked with re-acquisition
+# confidence, so a fast mover is not doubted for moving and a slip does not set the velocity.
+_VELOCITY_RATE = 0.7
+# A verified match beyond the re-acquisition reach is taken for a look-alike unless it
+# resembles the initial template by this much more than what was last re-acquired (a wrong
+# re-acquisition must not hide the real target behind the reach).
+_CLEARLY_BETTER = 0.1
 
 
 def check_image(image: np.ndarray) -> None:
@@ -112,6 +121,7 @@ class SiameseTracker:
         self._previous: Optional[np.ndarray] = None
         self._tracked: deque = deque(maxlen=_OWN_MOTION_PAIRS + 1)  # (frame, centre)
         self._own_motion: Optional[np.ndarray] = None
+        self.velocity = np.zeros(2)   # pixels per frame, for the motion-plausibility cue
 
     @property
     def config(self) -> TrackerConfig:
@@ -220,6 +230,7 @@ class SiameseTracker:
         self.updater.reset(self.features)
         self.distractors.clear()
         self.kalman.reset(self.center, self.size)
+        self.velocity = np.zeros(2)
         self.longterm.start(box)
         self.frame_index = 0
         self._calibrated = False
@@ -346,7 +357,8 @@ class SiameseTracker:
         cands = self._decoder.decode(cls, reg)
         search = _Search((float(center[0]), float(center[1])), scale_z, cands)
         raw_scores = cands.scores
-        expected = self.kalman.center if cfg.motion_kalman else (center[0], center[1])
+        expected = self.kalman.center if cfg.motion_kalman else (
+            center[0] + self.velocity[0], center[1] + self.velocity[1])
         search, factor = self._penalised(search, expected)
         cands = search.cands
         pick = select_candidate(cands, self.size[0] * scale_z, self.size[1] * scale_z,
@@ -391,14 +403,16 @@ class SiameseTracker:
         self.last_cues = cues
         if confidence >= cfg.found_threshold:
             lt.low_frames = 0
+            if confidence >= cfg.lt_redetect_threshold:
+                lt.sure_frame = self.frame_index
+                move = np.array([cx, cy]) - self.center
+                self.velocity += _VELOCITY_RATE * (move - self.velocity)
             self.center = np.array([cx, cy])
             self.size = np.array([w, h])
             if cfg.motion_kalman:
                 self.kalman.correct(self.center, self.size)
             box = BBox.from_center(cx, cy, w, h)
             lt.held_box = box
-            if confidence >= cfg.lt_redetect_threshold:
-                lt.sure_frame = self.frame_index
             if confidence >= cfg.update_min_confidence:
                 self.estimator.observe(cues)
             self._after_confident(image, search, raw_scores, pick, confidence, crop)
@@ -526,7 +540,8 @@ class SiameseTracker:
                              scored.center[1] - expected[1]) > reach * side
             if (far and cfg.lt_reacquire_speed > 0
                     and scored.confidence >= cfg.lt_redetect_threshold
-                    and self._verified(image, scored)):
+                    and self._verified(image, scored)
+                    and scored.cues.appearance < lt.appearance + _CLEARLY_BETTER):
                 if cfg.distractor_enabled:
                     self.distractors.observe([scored.center], expected, side, self.frame_index)
                 continue
@@ -545,8 +560,9 @@ class SiameseTracker:
             self.center = np.array([cx, cy])
             self.size = np.array([w, h])
             self.kalman.reset(self.center, self.size)
+            self.velocity = np.zeros(2)
             box = BBox.from_center(cx, cy, w, h)
-            lt.start(box, self.frame_index)
+            lt.start(box, self.frame_index, best.cues.appearance)
             return TrackResult(box, best.pick.score, TrackState.TRACKING, best.confidence)
         return TrackResult(lt.held_box, best.pick.score, TrackState.SEARCHING, best.confidence)
 
