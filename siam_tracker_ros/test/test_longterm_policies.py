@@ -95,9 +95,13 @@ def test_distractor_memory_finds_secondary_peaks_and_penalises_them():
     f = mem.factor(np.array([200.0, 100.0]), np.array([100.0, 100.0]), 20.0, frame=2)
     assert f[0] == pytest.approx(1 - TrackerConfig().distractor_penalty)
     assert f[1] == pytest.approx(1.0)
+    # A match seen while searching (no target on the frame) forgets nothing, even near where
+    # the target was lost.
+    mem.observe([(400.0, 100.0)], target=None, target_size=20.0, frame=3)
+    assert [(x, y) for x, y, _ in mem.items] == [(200.0, 100.0), (400.0, 100.0)]
     # The target passing over a remembered distractor forgets it.
-    mem.observe([], target=(195.0, 100.0), target_size=20.0, frame=3)
-    assert mem.items == []
+    mem.observe([], target=(195.0, 100.0), target_size=20.0, frame=4)
+    assert [(x, y) for x, y, _ in mem.items] == [(400.0, 100.0)]
 
 
 def test_template_update_keeps_the_initial_template_and_gates_samples():

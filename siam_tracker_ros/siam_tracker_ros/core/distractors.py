@@ -8,7 +8,7 @@ memory keeps positions. A distractor the target itself comes to cover is forgott
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -57,9 +57,11 @@ class DistractorMemory:
                     break
         return out
 
-    def observe(self, points: Sequence[Tuple[float, float]], target: Tuple[float, float],
-                target_size: float, frame: int) -> None:
-        """Fold in the distractor positions seen on a confident frame."""
+    def observe(self, points: Sequence[Tuple[float, float]],
+                target: Optional[Tuple[float, float]], target_size: float, frame: int) -> None:
+        """Fold in the distractor positions seen on a frame; ``target`` is where the target
+        was confidently tracked on it (remembered distractors it covers are forgotten), None
+        when it was not seen (while searching)."""
         merge = 0.75 * target_size
         for x, y in points:
             for item in self.items:
@@ -71,7 +73,8 @@ class DistractorMemory:
         near = target_size
         self.items = [it for it in self.items
                       if frame - it[2] <= self.memory
-                      and (it[0] - target[0]) ** 2 + (it[1] - target[1]) ** 2 > near ** 2]
+                      and (target is None
+                           or (it[0] - target[0]) ** 2 + (it[1] - target[1]) ** 2 > near ** 2)]
 
     def factor(self, xs: np.ndarray, ys: np.ndarray, target_size: float, frame: int
                ) -> np.ndarray:

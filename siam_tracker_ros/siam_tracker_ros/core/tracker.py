@@ -543,7 +543,7 @@ class SiameseTracker:
                     and self._verified(image, scored)
                     and scored.cues.appearance < lt.appearance + _CLEARLY_BETTER):
                 if cfg.distractor_enabled:
-                    self.distractors.observe([scored.center], expected, side, self.frame_index)
+                    self.distractors.observe([scored.center], None, side, self.frame_index)
                 continue
             if best is None or scored.confidence > best.confidence:
                 best = scored
