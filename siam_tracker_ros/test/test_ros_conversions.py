@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ros_helpers import PKG_SRC, require_interfaces
-from siam_tracker_ros.cli.tracker_yaml import render as render_tracker_yaml
+from siam_tracker_ros.cli.tracker_yaml import render as render_tracker_yaml, yaml_value
 
 require_interfaces()
 
@@ -267,7 +267,7 @@ def test_diagnostic_status_values_are_strings():
 def test_tracker_yaml_documents_every_tracker_setting():
     text = (PKG_SRC / 'config' / 'tracker.yaml').read_text()
     for name, default, *_ in describe(TrackerConfig):
-        value = str(default).lower() if isinstance(default, bool) else repr(default)
+        value = yaml_value(default)
         assert f'{name}: {value}\n' in text, f'config/tracker.yaml: tracker.{name} != {value}'
     # The whole block is what the generator writes (python -m siam_tracker_ros.cli.tracker_yaml).
     assert render_tracker_yaml(text) == text

@@ -18,7 +18,8 @@ WIDTH = 98
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / 'config' / 'tracker.yaml'
 
 
-def _value(default) -> str:
+def yaml_value(default) -> str:
+    """How a default is written in the YAML file (booleans lower-case)."""
     return str(default).lower() if isinstance(default, bool) else repr(default)
 
 
@@ -32,7 +33,7 @@ def render(text: str) -> str:
             description += f' [{low:g}, {high:g}]'
         lines += textwrap.wrap(description, width=WIDTH, initial_indent='    #   # ',
                                subsequent_indent='    #   # ')
-        lines.append(f'    #   {name}: {_value(default)}')
+        lines.append(f'    #   {name}: {yaml_value(default)}')
     return text[:text.index(MARKER) + len(MARKER)] + '\n'.join(lines) + '\n'
 
 

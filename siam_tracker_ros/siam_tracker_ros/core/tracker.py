@@ -403,11 +403,11 @@ class SiameseTracker:
         self.last_cues = cues
         if confidence >= cfg.found_threshold:
             lt.low_frames = 0
+            found = np.array([cx, cy])
             if confidence >= cfg.lt_redetect_threshold:
                 lt.sure_frame = self.frame_index
-                move = np.array([cx, cy]) - self.center
-                self.velocity += _VELOCITY_RATE * (move - self.velocity)
-            self.center = np.array([cx, cy])
+                self.velocity += _VELOCITY_RATE * (found - self.center - self.velocity)
+            self.center = found
             self.size = np.array([w, h])
             if cfg.motion_kalman:
                 self.kalman.correct(self.center, self.size)
