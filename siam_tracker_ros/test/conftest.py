@@ -11,7 +11,7 @@ def ros_domain():
     Also sets ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, so neither this process's rclpy
     contexts nor the subprocesses (ros_helpers.ros_env) send DDS traffic off the machine.
     """
-    from siam_tracker_ros.ros.isolation import private_domain
+    from siam_tracker_ros.tooling.isolation import private_domain
 
     lease = private_domain()
     saved = {k: os.environ.get(k) for k in ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE',

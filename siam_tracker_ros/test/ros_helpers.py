@@ -1,7 +1,7 @@
 """Shared helpers of the ROS tests: environment, processes, an in-process rclpy client.
 
 Every graph these tests start runs on a private ROS_DOMAIN_ID (leased in 1..101, see
-``siam_tracker_ros.ros.isolation``) with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; processes
+``siam_tracker_ros.tooling.isolation``) with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; processes
 get their own session and are stopped through their process group.
 """
 import ctypes
@@ -111,7 +111,7 @@ def _sourced_install_env() -> Optional[dict]:
 
 def ros_env(domain_id: int, cache_dir: Optional[Path] = None) -> dict:
     """Environment for ROS subprocesses: private domain, localhost, install/ + source tree."""
-    from siam_tracker_ros.ros.isolation import isolated_env
+    from siam_tracker_ros.tooling.isolation import isolated_env
 
     env = isolated_env(domain_id, base=_sourced_install_env())
 
@@ -139,7 +139,7 @@ def python_module_cmd(module: str, *ros_args: str) -> List[str]:
 
 def run(cmd, env, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run a short command in its own session; kill its group if it overruns."""
-    from siam_tracker_ros.ros.isolation import stop_process
+    from siam_tracker_ros.tooling.isolation import stop_process
 
     proc = subprocess.Popen(list(cmd), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True, text=True)

@@ -8,7 +8,7 @@ from shared_data import MODELS, SEQUENCES, need
 from siam_tracker_ros.core.camera_motion import (
     apply_to_point, estimate_camera_motion, scale_of)
 from siam_tracker_ros.core.types import BBox, TrackState
-from siam_tracker_ros.eval.sequences import load_sequence, read_frame
+from siam_tracker_ros.io.sequences import load_sequence, read_frame
 from siam_tracker_ros.factory import load_tracker
 
 

@@ -146,7 +146,7 @@ def test_evaluate_sequence_without_absent_frames_has_no_presence():
 
 def test_eval_package_imports_no_torch_rclpy_onnx():
     code = ('import sys\n'
-            'import siam_tracker_ros.eval.metrics, siam_tracker_ros.eval.sequences\n'
+            'import siam_tracker_ros.eval.metrics, siam_tracker_ros.io.sequences\n'
             'import siam_tracker_ros.eval.peers, siam_tracker_ros.eval.runner\n'
             'import siam_tracker_ros.eval.plots\n'
             'bad = [m for m in ("torch", "rclpy", "onnx", "onnxruntime", "tensorrt",\n'

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from siam_tracker_ros.eval.sequences import (
+from siam_tracker_ros.io.sequences import (
     list_sequences, load_frames, load_sequence, natural_key, read_groundtruth)
 
 

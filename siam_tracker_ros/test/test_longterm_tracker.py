@@ -23,7 +23,7 @@ from siam_tracker_ros.eval.longterm_set import (
     build_longterm_set, event_scores, load_events, main as longterm_main)
 from siam_tracker_ros.eval.metrics import evaluate_sequence, iou
 from siam_tracker_ros.eval.runner import jittered_boxes, run_tracker
-from siam_tracker_ros.eval.sequences import load_frames, load_sequence, read_frame
+from siam_tracker_ros.io.sequences import load_frames, load_sequence, read_frame
 from siam_tracker_ros.factory import load_tracker
 
 

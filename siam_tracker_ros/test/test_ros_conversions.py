@@ -20,7 +20,7 @@ from siam_tracker_ros.core.config import TrackerConfig, describe  # noqa: E402
 from siam_tracker_ros.core.types import BBox, TrackResult, TrackState  # noqa: E402
 from siam_tracker_ros.ros import conversions as conv  # noqa: E402
 from siam_tracker_ros.eval.synthetic import generate_frames, write_clip  # noqa: E402
-from siam_tracker_ros.ros.frame_source import FrameSource  # noqa: E402
+from siam_tracker_ros.io.frame_source import FrameSource  # noqa: E402
 from siam_tracker_ros.ros.video_publisher import pinhole_camera_info  # noqa: E402
 
 

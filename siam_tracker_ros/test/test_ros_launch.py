@@ -22,7 +22,7 @@ from siam_tracker_interfaces.msg import GroundTruth, TrackedObject  # noqa: E402
 
 from siam_tracker_ros.eval.metrics import iou  # noqa: E402
 from siam_tracker_ros.eval.synthetic import write_clip  # noqa: E402
-from siam_tracker_ros.ros.isolation import start_process, stop_process  # noqa: E402
+from siam_tracker_ros.tooling.isolation import start_process, stop_process  # noqa: E402
 
 TRACKED_TYPE = 'siam_tracker_interfaces/msg/TrackedObject'
 

@@ -34,7 +34,7 @@ except ImportError:
 from siam_tracker_ros.eval.metrics import iou  # noqa: E402
 from siam_tracker_ros.ros import conversions as conv  # noqa: E402
 from siam_tracker_ros.eval.synthetic import generate_frames  # noqa: E402
-from siam_tracker_ros.ros.isolation import start_process, stop_process  # noqa: E402
+from siam_tracker_ros.tooling.isolation import start_process, stop_process  # noqa: E402
 from siam_tracker_ros.ros.video_publisher import pinhole_camera_info  # noqa: E402
 
 NODE = '/siam_tracker'

@@ -197,7 +197,7 @@ def test_repeats_rerun_from_moved_initial_boxes(tmp_path, capsys):
     from siam_tracker_ros.core.config import preset
     from siam_tracker_ros.eval.metrics import evaluate_sequence
     from siam_tracker_ros.eval.runner import jittered_boxes, run_tracker
-    from siam_tracker_ros.eval.sequences import load_frames, load_sequence
+    from siam_tracker_ros.io.sequences import load_frames, load_sequence
     from siam_tracker_ros.factory import load_tracker
 
     os.environ.setdefault('SIAM_MODEL_CACHE', str(tmp_path / 'cache'))
@@ -234,7 +234,7 @@ def test_cli_reports_reacquisition_and_lookalike_events(tmp_path, capsys):
     _need_shared()
     from siam_tracker_ros.eval.longterm_set import (
         build_longterm_set, event_scores, events_summary, load_events)
-    from siam_tracker_ros.eval.sequences import load_sequence
+    from siam_tracker_ros.io.sequences import load_sequence
     root = tmp_path / 'lt'
     build_longterm_set(SEQUENCES, root, names=['Crossing'], kinds=('occ',))
     out = tmp_path / 'out.json'

@@ -352,7 +352,7 @@ def test_model_directory_manifest(arch, exported):
 
 @pytest.mark.parametrize('arch', ARCHS)
 def test_random_weight_tracker_runs_on_real_frames(arch, exported):
-    from siam_tracker_ros.eval.sequences import load_sequence, read_frame
+    from siam_tracker_ros.io.sequences import load_sequence, read_frame
     from siam_tracker_ros.factory import load_tracker
     spec, _ = exported[arch]
     seq = load_sequence(need(SEQUENCES / 'Crossing'))
@@ -368,7 +368,7 @@ def test_random_weight_tracker_runs_on_real_frames(arch, exported):
 
 
 def test_torch_and_onnxruntime_trackers_agree_on_siamrpn(exported):
-    from siam_tracker_ros.eval.sequences import load_sequence, read_frame
+    from siam_tracker_ros.io.sequences import load_sequence, read_frame
     from siam_tracker_ros.factory import load_tracker
     spec, _ = exported['siamrpn_alex']
     seq = load_sequence(need(SEQUENCES / 'Crossing'))

@@ -59,7 +59,8 @@ def _frames_and_boxes(frames_dir: Optional[str], count: int,
     A sequence folder gives its ground truth; a folder of images a centred box of a quarter
     of the frame; no folder a generated moving-target sequence.
     """
-    from ..eval import sequences, synthetic
+    from ..eval import synthetic
+    from ..io import sequences
     if frames_dir is None:
         seq = synthetic.moving_target(frames=max(count + 1, 2), seed=seed)
         return seq.frames, [tuple(b) for b in seq.boxes], 'generated moving-target sequence'

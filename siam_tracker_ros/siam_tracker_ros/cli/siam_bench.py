@@ -41,7 +41,7 @@ def load_frames(sequence: Optional[str], count: int,
     if count < 2:
         raise ValueError('--frames must be at least 2 (one init frame, one tracked frame)')
     if sequence:
-        from ..eval.sequences import load_sequence, read_frame
+        from ..io.sequences import load_sequence, read_frame
         seq = load_sequence(sequence)
         frames = [read_frame(p) for p in seq.frames[:count]]
         return frames, seq.init_box, f'sequence {seq.name} ({len(frames)} frames)'

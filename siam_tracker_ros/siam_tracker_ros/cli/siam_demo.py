@@ -201,9 +201,9 @@ def run_demo(video: str, model: str, gt_path: Optional[str] = None,
     from rclpy.executors import SingleThreadedExecutor
 
     from siam_tracker_ros.eval.metrics import iou
-    from siam_tracker_ros.ros import isolation
+    from siam_tracker_ros.tooling import isolation
     from siam_tracker_ros.ros.conversions import ns_to_stamp
-    from siam_tracker_ros.ros.frame_source import FrameSource
+    from siam_tracker_ros.io.frame_source import FrameSource
 
     source = FrameSource(video, gt_path)
     gt = source.groundtruth
@@ -377,7 +377,7 @@ def write_video(video: str, record: Dict[str, Any], out: str, gt: Optional[np.nd
     """Write ``video`` with the tracked (green) and ground-truth (blue) boxes drawn."""
     import cv2
 
-    from siam_tracker_ros.ros.frame_source import FrameSource
+    from siam_tracker_ros.io.frame_source import FrameSource
 
     source = FrameSource(video)
     fps = source.fps or 30.0
@@ -452,7 +452,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         out.write_text(json.dumps({**record['summary'], 'per_frame': record['frames']},
                                   indent=1) + '\n')
         if args.out_video:
-            from siam_tracker_ros.eval.sequences import read_groundtruth
+            from siam_tracker_ros.io.sequences import read_groundtruth
             write_video(args.video, record, args.out_video,
                         read_groundtruth(args.gt) if args.gt else None)
         print(format_summary(record['summary']))

@@ -164,7 +164,7 @@ def main(argv: Optional[Seq[str]] = None) -> int:
     from siam_tracker_ros.eval.peers import create_peer, PeerUnavailable
     from siam_tracker_ros.eval.runner import (
         format_table, OURS, Progress, run_evaluation, thresholds_record, TrackerEntry)
-    from siam_tracker_ros.eval.sequences import list_sequences
+    from siam_tracker_ros.io.sequences import list_sequences
 
     def fail(message: str, status: int = 1) -> int:
         print(f'siam-eval: error: {message}', file=sys.stderr)

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from siam_tracker_ros.eval.metrics import iou
-from siam_tracker_ros.eval.sequences import list_sequences, read_frame, Sequence
+from siam_tracker_ros.io.sequences import list_sequences, read_frame, Sequence
 
 EVENTS_FILE = 'events.json'
 LOOKALIKE_LEAD = 15      # frames the look-alike is shown before the target disappears

@@ -22,7 +22,7 @@ from siam_tracker_ros.eval.longterm_set import event_scores, events_summary, seq
 from siam_tracker_ros.eval.metrics import (
     evaluate_sequence, NORM_PRECISION_THRESHOLDS, PRECISION_THRESHOLDS, SequenceMetrics,
     SUCCESS_THRESHOLDS)
-from siam_tracker_ros.eval.sequences import load_frames, Sequence
+from siam_tracker_ros.io.sequences import load_frames, Sequence
 
 OURS = 'ours'
 

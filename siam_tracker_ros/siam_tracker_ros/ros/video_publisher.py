@@ -26,7 +26,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from . import conversions as conv
-from .frame_source import FrameSource, FrameSourceError
+from ..io.frame_source import FrameSource, FrameSourceError
 from .interfaces import BoundingBox, GroundTruth, TrackedObject
 
 

@@ -7,7 +7,7 @@ from typing import Iterator, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..eval.sequences import GROUNDTRUTH_FILE, IMAGE_DIR, list_frames, read_groundtruth
+from .sequences import GROUNDTRUTH_FILE, IMAGE_DIR, list_frames, read_groundtruth
 
 
 class FrameSourceError(ValueError):

@@ -1,0 +1,1 @@
+"""Reading frames and ground truth: sequence folders, image folders, videos (no ROS)."""

@@ -1,0 +1,1 @@
+"""Tooling shared by the CLIs and the tests (process isolation); no ROS imports."""
