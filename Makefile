@@ -17,8 +17,18 @@ OUT ?= out
 setup:
 	bash tools/setup_venv.sh $(ROS_EXTRA)
 
+# The Humble leg: the node, the demo and the tools again with Humble's subscription dispatch
+# (message-only callbacks, emulated inside Jazzy's rclpy by test/humble_dispatch) and Humble's
+# isolation variable (ROS_DISTRO=humble -> ROS_LOCALHOST_ONLY=1).
+HUMBLE_DISPATCH := $(abspath siam_tracker_ros/test/humble_dispatch)
+HUMBLE_TESTS := test_humble_dispatch.py test_ros_node.py test_ros_demo.py test_ros_launch.py \
+	test_node_scripted.py
+
 test:
 	$(RUN) python -m pytest siam_tracker_ros/test -q -rs
+	@echo '== Humble leg: $(HUMBLE_TESTS) with message-only subscription dispatch'
+	ROS_DISTRO=humble SIAM_HUMBLE_LEG=1 PYTHONPATH=$(HUMBLE_DISPATCH)$${PYTHONPATH:+:$$PYTHONPATH} \
+	  $(RUN) python -m pytest $(wildcard $(addprefix siam_tracker_ros/test/,$(HUMBLE_TESTS))) -q -rs
 
 demo:
 	mkdir -p $(OUT)

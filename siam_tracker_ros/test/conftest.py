@@ -8,17 +8,17 @@ import pytest
 def ros_domain():
     """Lease a private ROS_DOMAIN_ID for this pytest run and put it in os.environ.
 
-    Also sets ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, so neither this process's rclpy
-    contexts nor the subprocesses (ros_helpers.ros_env) send DDS traffic off the machine.
+    Also restricts discovery to this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, or
+    ROS_LOCALHOST_ONLY=1 where ROS_DISTRO is Humble), so neither this process's rclpy contexts
+    nor the subprocesses (ros_helpers.ros_env) send DDS traffic off the machine.
     """
-    from siam_tracker_ros.tooling.isolation import private_domain
+    from siam_tracker_ros.tooling.isolation import private_domain, restrict_to_localhost
 
     lease = private_domain()
     saved = {k: os.environ.get(k) for k in ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE',
                                             'ROS_LOCALHOST_ONLY')}
     os.environ['ROS_DOMAIN_ID'] = str(lease.domain_id)
-    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    os.environ.pop('ROS_LOCALHOST_ONLY', None)
+    restrict_to_localhost(os.environ)
     yield lease.domain_id
     for key, value in saved.items():
         if value is None:

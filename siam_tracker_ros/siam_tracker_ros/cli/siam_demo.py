@@ -6,7 +6,8 @@
                                                    # truth (with --json, run the demo on it)
 
 The tracker node and the video publisher run as separate processes on a private
-ROS_DOMAIN_ID with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; this process records the images
+ROS_DOMAIN_ID with localhost-only discovery (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, or
+ROS_LOCALHOST_ONLY=1 where ROS_DISTRO is Humble); this process records the images
 and the TrackedObjects, sets the target through ~/set_target on the first frame (its stamp and
 the first ground-truth box, or --box) and writes per-frame results plus a summary:
 ``{"frames", "processed", "dropped", "mean_iou", "latency_ms": {"p50", "p99"}, ...}``, latency
@@ -218,8 +219,8 @@ def run_demo(video: str, model: str, gt_path: Optional[str] = None,
         lease = isolation.private_domain()
         domain_id = lease.domain_id
     env = isolation.isolated_env(domain_id)
-    os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE')})
-    os.environ.pop('ROS_LOCALHOST_ONLY', None)
+    os.environ['ROS_DOMAIN_ID'] = env['ROS_DOMAIN_ID']
+    isolation.restrict_to_localhost(os.environ)
     log_dir = Path(log_dir) if log_dir else None
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)

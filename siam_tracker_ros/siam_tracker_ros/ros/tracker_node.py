@@ -7,8 +7,13 @@ and ``camera_info``; serves ``~/set_target`` (siam_tracker_interfaces/SetTarget)
 subscribed) and ``/diagnostics``.
 
 Threads: the executor runs callbacks (image callbacks only store the message, so services
-answer at once); one worker thread tracks the newest frame (never a queue of stale ones) and
-counts the frames it had to skip; the model loads in a background thread.
+answer at once); one worker thread tracks the frame ``core.frame_scheduler.FrameScheduler``
+hands it (the newest, never a queue of stale ones, after a catch-up over the frames that
+followed a SetTarget frame); the model loads in a background thread.
+
+Runs on Humble, Iron, Jazzy and Kilted: where rclpy passes MessageInfo (Iron and later), frames
+lost before the node are counted from gaps in the publisher's sequence numbers; on Humble that
+count is reported as unknown.
 """
 from __future__ import annotations
 
@@ -19,10 +24,10 @@ import threading
 import time
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -31,10 +36,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from ..core.config import TrackerConfig, describe, from_mapping
-from ..core.types import TrackResult, TrackState
+from . import compat
 from . import conversions as conv
 from .interfaces import SetTarget, TrackedObject
+from ..core.config import describe, from_mapping, TrackerConfig
+from ..core.frame_scheduler import FrameScheduler
+from ..core.image_velocity import ImageVelocity
+from ..core.types import TrackResult, TrackState
 
 try:  # vision_msgs is optional (ros-<distro>-vision-msgs; not on PyPI)
     from vision_msgs.msg import Detection2DArray
@@ -54,7 +62,6 @@ class _Stats:
 
     received: int = 0
     processed: int = 0
-    skipped: int = 0   # reached the node, replaced by a newer frame before it was tracked
     missed: int = 0    # never reached the node (publisher sequence-number gaps)
     rejected: int = 0
     errors_in_window: int = 0
@@ -109,12 +116,12 @@ class TrackerNode(Node):
         self._transport: str = p('image_transport')
         self._class_id: str = p('class_id')
 
-        self._lock = threading.Lock()        # frame slot, ring buffer, counters
+        self._lock = threading.Lock()        # frame scheduler, counters
         self._wake = threading.Condition(self._lock)
         self._track_lock = threading.Lock()  # the tracker and the target
         self._running = True
-        self._buffer: Deque[Any] = collections.deque(maxlen=int(p('frame_buffer_size')))
-        self._latest: Optional[Any] = None
+        self._frames = FrameScheduler(int(p('frame_buffer_size')),
+                                      int(p('frame_buffer_mb')) * 1024 * 1024)
         self._latest_received: float = 0.0
         self._camera_info: Optional[CameraInfo] = None
         self._last_header: Optional[Header] = None
@@ -128,13 +135,7 @@ class TrackerNode(Node):
         self._model_name = ''
         self._backend_used = ''
         self._target_id = 0
-        self._tracking = False
-        self._last_processed_ns = -1
-        self._catching_up = False
-        self._catchup_left = 0
-        self._last_fix: Optional[conv.Fix] = None
-        self._velocity: Tuple[float, float] = (0.0, 0.0)
-        self._frames_since_fix = 0
+        self._motion = ImageVelocity(float(p('velocity_smoothing')))
         self._last_tracked: Optional[TrackedObject] = None
 
         reliability = (ReliabilityPolicy.RELIABLE if p('qos_reliability') == 'reliable'
@@ -142,8 +143,11 @@ class TrackerNode(Node):
         sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                                 reliability=reliability)
         image_type = CompressedImage if self._transport == 'compressed' else Image
-        self._image_sub = self.create_subscription(image_type, 'image', self._on_image,
-                                                   sensor_qos)
+        # Humble calls subscription callbacks with the message only; later releases pass
+        # MessageInfo to a two-argument callback.
+        self._has_message_info = compat.subscription_passes_message_info()
+        on_image = self._on_image_with_info if self._has_message_info else self._on_image
+        self._image_sub = self.create_subscription(image_type, 'image', on_image, sensor_qos)
         self._info_sub = self.create_subscription(CameraInfo, 'camera_info', self._on_info,
                                                   sensor_qos)
         self._tracked_pub = self.create_publisher(TrackedObject, '~/tracked', 10)
@@ -174,7 +178,7 @@ class TrackerNode(Node):
         return self.get_parameter(name).value
 
     def _declare_node_parameters(self) -> None:
-        ro = dict(read_only=True)
+        ro = {'read_only': True}
         self.declare_parameter('model_path', '', _descriptor(
             'model directory (with manifest.json) or an upstream NanoTrack folder; fetch one '
             'with `siam-model fetch nanotrack-v3`', **ro))
@@ -191,6 +195,9 @@ class TrackerNode(Node):
         self.declare_parameter('frame_buffer_size', 60, _descriptor(
             'recent frames kept for SetTarget requests with a stamp', 1, 600, integer=True,
             **ro))
+        self.declare_parameter('frame_buffer_mb', 256, _descriptor(
+            'memory budget of those frames in MiB (the newest frame is always kept)', 1,
+            65536, integer=True, **ro))
         self.declare_parameter('diagnostics_period', 1.0, _descriptor(
             '/diagnostics publication period in seconds', 0.1, 60.0, **ro))
         self.declare_parameter('class_id', 'target', _descriptor(
@@ -240,6 +247,9 @@ class TrackerNode(Node):
             if p.name == 'mono16_scaling' and p.value not in conv.MONO16_SCALINGS:
                 return SetParametersResult(successful=False, reason=(
                     f'mono16_scaling must be one of {conv.MONO16_SCALINGS}'))
+            if p.name == 'velocity_smoothing':
+                with self._track_lock:
+                    self._motion.smoothing = p.value
         if not changes:
             return SetParametersResult(successful=True)
         with self._track_lock:
@@ -301,12 +311,19 @@ class TrackerNode(Node):
     def _on_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
 
-    def _on_image(self, msg: Any, info: Any) -> None:
+    def _on_image_with_info(self, msg: Any, info: Any) -> None:
+        """Image callback where rclpy passes MessageInfo (Iron and later)."""
+        self._receive(msg, compat.publication_sequence_number(info))
+
+    def _on_image(self, msg: Any) -> None:
+        """Image callback with the message only (Humble's dispatch)."""
+        self._receive(msg, None)
+
+    def _receive(self, msg: Any, seq: Optional[int]) -> None:
         # Frames that never reached this callback (replaced in the depth-1 queue, lost on the
         # way) show as gaps in the publisher's sequence numbers, where the middleware has them.
-        seq = info.get('publication_sequence_number') if isinstance(info, dict) else None
         missed = 0
-        if isinstance(seq, int):
+        if seq is not None:
             if self._last_seq is not None and self._last_seq < seq <= self._last_seq + 10000:
                 missed = seq - self._last_seq - 1
             self._last_seq = seq
@@ -317,13 +334,10 @@ class TrackerNode(Node):
         now = time.monotonic()
         with self._lock:
             self._stats.received += 1
-            if self._tracking:
+            if self._frames.tracking:
                 self._stats.missed += missed
-            if self._tracking and not self._catching_up and self._latest is not None:
-                self._stats.skipped += 1
-            self._latest = msg
+            self._frames.push(msg, conv.stamp_to_ns(msg.header.stamp), len(msg.data))
             self._latest_received = now
-            self._buffer.append(msg)
             self._wake.notify()
 
     def _reject(self, key: str, message: str) -> None:
@@ -365,24 +379,21 @@ class TrackerNode(Node):
         if self._tracker is None:
             return codes.MODEL_LOADING, (f'the model is still loading ({self._model_path}, '
                                          f'backend {self._backend_name}); call again soon')
+        want = conv.stamp_to_ns(request.stamp)
         with self._lock:
-            frames = list(self._buffer)
-        if not frames:
+            frames = self._frames.frames
+            buffered = self._frames.newest() if want == 0 else self._frames.nearest(want)
+        if buffered is None:
             return codes.NO_IMAGE, (f'no image received yet on {self._image_sub.topic_name}; '
                                     'the box must be drawn on an image the tracker has seen')
-        want = conv.stamp_to_ns(request.stamp)
-        if want == 0:
-            frame = frames[-1]
-        else:
-            tol = int(self._param('stamp_tolerance') * conv.NS_PER_S)
-            best = min(frames, key=lambda m: abs(conv.stamp_to_ns(m.header.stamp) - want))
-            if abs(conv.stamp_to_ns(best.header.stamp) - want) > tol:
-                first, last = frames[0].header.stamp, frames[-1].header.stamp
-                return codes.STAMP_NOT_FOUND, (
-                    f'no recent image has stamp {conv.format_stamp(request.stamp)}; the buffer '
-                    f'holds {len(frames)} frames from {conv.format_stamp(first)} to '
-                    f'{conv.format_stamp(last)} (give a zero stamp for the newest)')
-            frame = best
+        tol = int(self._param('stamp_tolerance') * conv.NS_PER_S)
+        if want != 0 and abs(buffered.stamp_ns - want) > tol:
+            first, last = frames[0].payload.header.stamp, frames[-1].payload.header.stamp
+            return codes.STAMP_NOT_FOUND, (
+                f'no recent image has stamp {conv.format_stamp(request.stamp)}; the buffer '
+                f'holds {len(frames)} frames from {conv.format_stamp(first)} to '
+                f'{conv.format_stamp(last)} (give a zero stamp for the newest)')
+        frame = buffered.payload
         try:
             image = self._decode(frame)
         except conv.ImageConversionError as exc:
@@ -396,23 +407,15 @@ class TrackerNode(Node):
         problem = used.validation_error(width, height)
         if problem:
             return codes.INVALID_BOX, problem
-        frame_ns = conv.stamp_to_ns(frame.header.stamp)
         with self._track_lock:
             try:
                 result = self._tracker.init(image, used)
             except ValueError as exc:
                 return codes.INVALID_BOX, str(exc)
             self._target_id += 1
-            self._reset_motion()
+            self._motion.reset()
             with self._lock:
-                self._tracking = True
-                self._last_processed_ns = frame_ns
-                self._catching_up = any(conv.stamp_to_ns(m.header.stamp) > frame_ns
-                                        for m in self._buffer)
-                self._catchup_left = self._buffer.maxlen or 0
-                if self._latest is not None and conv.stamp_to_ns(
-                        self._latest.header.stamp) <= frame_ns:
-                    self._latest = None
+                self._frames.start(buffered)
             tracked = self._make_tracked(frame.header, result, width, height)
             self._publish(tracked, image)
             target_id = self._target_id
@@ -430,13 +433,11 @@ class TrackerNode(Node):
     def _on_stop(self, request: Trigger.Request, response: Trigger.Response
                  ) -> Trigger.Response:
         with self._track_lock:
-            was = self._tracking
+            was = self._frames.tracking
             if self._tracker is not None:
                 self._tracker.stop()
             with self._lock:
-                self._tracking = False
-                self._catching_up = False
-                self._latest = None
+                self._frames.stop()
             header = self._last_header if self._last_header is not None else Header(
                 stamp=self.get_clock().now().to_msg())
             idle = conv.idle_object(header, self._target_id)
@@ -452,42 +453,17 @@ class TrackerNode(Node):
 
     # --- tracking ---------------------------------------------------------------------
 
-    def _reset_motion(self) -> None:
-        self._last_fix = None
-        self._velocity = (0.0, 0.0)
-        self._frames_since_fix = 0
-
-    def _next_frame(self) -> Optional[Any]:
-        """Under self._lock: the next frame to track, or None."""
-        if not self._tracking:
-            return None
-        if self._catching_up:
-            newer = [m for m in self._buffer
-                     if conv.stamp_to_ns(m.header.stamp) > self._last_processed_ns]
-            if newer and self._catchup_left > 0:
-                self._catchup_left -= 1
-                if newer[0] is self._latest:
-                    self._latest = None
-                return newer[0]
-            self._catching_up = False
-            # Catch-up budget spent: jump to the newest frame, skipping the ones between.
-            self._stats.skipped += max(len(newer) - (1 if self._latest is not None else 0), 0)
-        msg, self._latest = self._latest, None
-        if msg is not None and conv.stamp_to_ns(msg.header.stamp) <= self._last_processed_ns:
-            return None  # already tracked (during catch-up) or older than the target's frame
-        return msg
-
     def _work(self) -> None:
         while True:
             with self._wake:
-                msg = self._next_frame()
-                while msg is None and self._running:
+                frame = self._frames.next_frame()
+                while frame is None and self._running:
                     self._wake.wait(0.5)
-                    msg = self._next_frame()
+                    frame = self._frames.next_frame()
                 if not self._running:
                     return
                 target_id = self._target_id
-            self._track(msg, target_id)
+            self._track(frame.payload, target_id)
 
     def _track(self, msg: Any, target_id: int) -> None:
         t_start = time.monotonic()
@@ -498,15 +474,13 @@ class TrackerNode(Node):
             return
         height, width = image.shape[:2]
         with self._track_lock:
-            if target_id != self._target_id or not self._tracking:
+            if target_id != self._target_id or not self._frames.tracking:
                 return  # the target changed or stopped while decoding
             try:
                 result = self._tracker.update(image)
             except Exception as exc:  # noqa: BLE001 - reported, node keeps running
                 self._reject('update', f'tracker update failed: {exc}')
                 return
-            with self._lock:
-                self._last_processed_ns = conv.stamp_to_ns(msg.header.stamp)
             tracked = self._make_tracked(msg.header, result, width, height)
             self._publish(tracked, image)
         now = time.monotonic()
@@ -520,22 +494,11 @@ class TrackerNode(Node):
     def _make_tracked(self, header: Header, result: TrackResult, width: int,
                       height: int) -> TrackedObject:
         """Under self._track_lock: the TrackedObject of one frame (updates motion state)."""
-        stamp_ns = conv.stamp_to_ns(header.stamp)
-        if result.state == TrackState.TRACKING:
-            raw = conv.velocity(self._last_fix, result.box, stamp_ns)
-            if self._last_fix is not None:
-                a = float(self._param('velocity_smoothing'))
-                self._velocity = (a * raw[0] + (1 - a) * self._velocity[0],
-                                  a * raw[1] + (1 - a) * self._velocity[1])
-            self._last_fix = conv.Fix(result.box.cx, result.box.cy, stamp_ns)
-            self._frames_since_fix = 0
-            vel = self._velocity
-        else:
-            self._frames_since_fix += 1
-            vel = (0.0, 0.0)
+        vel = self._motion.update(result.box if result.state == TrackState.TRACKING else None,
+                                  conv.stamp_to_ns(header.stamp))
         self._last_header = header
         return conv.tracked_object(header, result, self._target_id, width, height,
-                                   self._camera_info, vel, self._frames_since_fix)
+                                   self._camera_info, vel, self._motion.frames_since_fix)
 
     def _publish(self, tracked: TrackedObject, image) -> None:
         self._last_tracked = tracked
@@ -557,9 +520,12 @@ class TrackerNode(Node):
             stats.errors_in_window = 0
             latency = list(stats.latency_ms)
             steps = list(stats.step_ms)
+            tracking = self._frames.tracking
+            skipped = self._frames.skipped
+            missed = stats.missed if self._has_message_info else None
             values = {
                 'state': conv.state_name(self._last_tracked.state)
-                if self._last_tracked is not None and self._tracking else 'IDLE',
+                if self._last_tracked is not None and tracking else 'IDLE',
                 'target_id': self._target_id,
                 'model': self._model_name or self._model_path,
                 'model_state': self._model_state,
@@ -571,9 +537,12 @@ class TrackerNode(Node):
                 'processing_ms_p50': conv.percentile(steps, 50),
                 'frames_received': stats.received,
                 'frames_processed': stats.processed,
-                'frames_dropped': stats.skipped + stats.missed,
-                'frames_skipped': stats.skipped,
-                'frames_missed': stats.missed,
+                'frames_dropped': skipped + (missed or 0),
+                'frames_skipped': skipped,
+                'frames_missed': missed if missed is not None else (
+                    'unknown: this rclpy passes no MessageInfo (Humble)'),
+                'frames_buffered': len(self._frames.frames),
+                'buffer_mb': round(self._frames.buffered_bytes / 2 ** 20, 1),
                 'frames_rejected': stats.rejected,
                 'last_error': stats.last_error,
             }
@@ -586,7 +555,7 @@ class TrackerNode(Node):
             level, message = DiagnosticStatus.WARN, 'loading the model'
         elif seconds_since_image is None:
             level, message = DiagnosticStatus.WARN, 'no image received yet'
-        elif self._tracking and seconds_since_image > 2.0:
+        elif tracking and seconds_since_image > 2.0:
             level, message = DiagnosticStatus.WARN, (
                 f'no image for {seconds_since_image:.1f} s while tracking')
         else:

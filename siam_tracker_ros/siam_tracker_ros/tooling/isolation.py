@@ -2,17 +2,18 @@
 
 ``private_domain()`` picks a ROS_DOMAIN_ID in 1..101 that no other cooperating process holds
 (a lock file per id in the temp folder, held while the returned object lives), and
-``isolated_env()`` returns an environment with that id and
-``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, so no DDS traffic leaves the machine.
+``isolated_env()`` returns an environment with that id and localhost-only discovery
+(``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, or ``ROS_LOCALHOST_ONLY=1`` on Humble), so no
+DDS traffic leaves the machine.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import signal
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence
 
 try:
@@ -58,13 +59,32 @@ def private_domain(seed: Optional[int] = None) -> DomainLease:
                        'siam_tracker_ros runs')
 
 
+# Distros whose middleware reads ROS_LOCALHOST_ONLY; ROS_AUTOMATIC_DISCOVERY_RANGE came with
+# Iron and replaces it there (Jazzy still honours ROS_LOCALHOST_ONLY, with a deprecation warning).
+LOCALHOST_ONLY_DISTROS = ('foxy', 'galactic', 'humble')
+
+
+def restrict_to_localhost(env: Dict[str, str]) -> Dict[str, str]:
+    """Set in ``env`` the variable that keeps DDS discovery on this machine; return ``env``.
+
+    ``ROS_LOCALHOST_ONLY=1`` where ``ROS_DISTRO`` is Humble or older, else
+    ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (Iron and later; also the pip wheels, which
+    set no ROS_DISTRO). The other variable is removed, so the two never disagree.
+    """
+    if env.get('ROS_DISTRO', '').lower() in LOCALHOST_ONLY_DISTROS:
+        env['ROS_LOCALHOST_ONLY'] = '1'
+        env.pop('ROS_AUTOMATIC_DISCOVERY_RANGE', None)
+    else:
+        env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+        env.pop('ROS_LOCALHOST_ONLY', None)
+    return env
+
+
 def isolated_env(domain_id: int, base: Optional[Mapping[str, str]] = None,
                  extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """Copy of ``base`` (default os.environ) with a private domain and localhost discovery."""
-    env = dict(os.environ if base is None else base)
+    env = restrict_to_localhost(dict(os.environ if base is None else base))
     env['ROS_DOMAIN_ID'] = str(domain_id)
-    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    env.pop('ROS_LOCALHOST_ONLY', None)  # deprecated in Jazzy; the range above replaces it
     env['PYTHONUNBUFFERED'] = '1'
     if extra:
         env.update(extra)

@@ -1,0 +1,26 @@
+"""Differences between the rclpy releases this package runs on (Humble, Iron, Jazzy, Kilted)."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+
+def subscription_passes_message_info() -> bool:
+    """Return True where rclpy hands MessageInfo to two-argument subscription callbacks.
+
+    Iron (rclpy 4) and later inspect the callback's signature and pass
+    ``(msg, message_info)`` to a callback that takes two arguments; Humble (rclpy 3.3) calls
+    every subscription callback with the message only. The releases that pass it define
+    ``Subscription.CallbackType``.
+    """
+    from rclpy.subscription import Subscription
+
+    return hasattr(Subscription, 'CallbackType')
+
+
+def publication_sequence_number(info: Any) -> Optional[int]:
+    """Return the publisher's sequence number in a MessageInfo, where the middleware has it."""
+    if isinstance(info, dict):
+        seq = info.get('publication_sequence_number')
+    else:
+        seq = getattr(info, 'publication_sequence_number', None)
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
