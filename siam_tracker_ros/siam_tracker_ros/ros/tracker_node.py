@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import re
 import signal
+import sys
 import threading
 import time
 from typing import Any, Deque, Dict, List, Optional, Tuple
@@ -28,6 +30,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 import rclpy
+from rclpy import exceptions as rclpy_exceptions
+from rclpy import signals as rclpy_signals
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -54,6 +58,31 @@ TRACKER_PREFIX = 'tracker.'
 BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'torch')
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
+DEVICE_PATTERN = re.compile(r'^(cpu|cuda(:\d+)?)$')
+# rclpy's errors for a parameter value that breaks its descriptor (range, type) at start.
+_PARAMETER_ERRORS = tuple(getattr(rclpy_exceptions, name) for name in (
+    'InvalidParameterValueException', 'InvalidParameterTypeException') if hasattr(
+        rclpy_exceptions, name))
+
+
+class ParameterChoiceError(ValueError):
+    """A start-up parameter has a value outside its documented choices."""
+
+
+def check_choice(name: str, value: Any, choices: Tuple[str, ...]) -> str:
+    """Return ``value`` when it is one of ``choices``, else raise ParameterChoiceError."""
+    if value not in choices:
+        raise ParameterChoiceError(f'parameter {name}: {value!r} is not one of '
+                                   f'{", ".join(choices)}')
+    return value
+
+
+def check_device(value: str) -> str:
+    """Return ``value`` when it names a device (cpu, cuda, cuda:N), else raise."""
+    if not DEVICE_PATTERN.match(value):
+        raise ParameterChoiceError(f'parameter device: {value!r} is not cpu, cuda or cuda:N '
+                                   '(N = the GPU index)')
+    return value
 
 
 @dataclasses.dataclass
@@ -111,9 +140,12 @@ class TrackerNode(Node):
 
         p = self._param
         self._model_path: str = p('model_path')
-        self._backend_name: str = p('backend')
-        self._device: str = p('device')
-        self._transport: str = p('image_transport')
+        self._backend_name: str = check_choice('backend', p('backend'), BACKENDS)
+        self._device: str = check_device(p('device'))
+        self._transport: str = check_choice('image_transport', p('image_transport'),
+                                            TRANSPORTS)
+        check_choice('qos_reliability', p('qos_reliability'), RELIABILITIES)
+        check_choice('mono16_scaling', p('mono16_scaling'), conv.MONO16_SCALINGS)
         self._class_id: str = p('class_id')
 
         self._lock = threading.Lock()        # frame scheduler, counters
@@ -126,7 +158,7 @@ class TrackerNode(Node):
         self._camera_info: Optional[CameraInfo] = None
         self._last_header: Optional[Header] = None
         self._stats = _Stats()
-        self._bad_encodings: Dict[str, int] = {}
+        self._bad_encodings: Dict[Tuple[str, str], int] = {}   # (key, reason) -> count
         self._last_seq: Optional[int] = None
 
         self._tracker = None
@@ -161,6 +193,9 @@ class TrackerNode(Node):
         self.create_service(Trigger, '~/stop', self._on_stop)
         self._diag_timer = self.create_timer(float(p('diagnostics_period')),
                                              self._publish_diagnostics)
+        self._outage_timer = self.create_timer(1.0 / float(p('no_image_rate')),
+                                               self._check_image_outage)
+        self._camera_info_warned = False
         if Detection2DArray is None:
             self.get_logger().warning('vision_msgs is not importable: ~/detections is off '
                                       '(install ros-<distro>-vision-msgs)')
@@ -213,6 +248,14 @@ class TrackerNode(Node):
             0.0, 1.0))
         self.declare_parameter('publish_detections', True, _descriptor(
             'publish vision_msgs/Detection2DArray on ~/detections'))
+        self.declare_parameter('min_target_size', 4.0, _descriptor(
+            'smallest box side in pixels that SetTarget accepts', 1.0, 1000.0))
+        self.declare_parameter('image_timeout', 1.0, _descriptor(
+            'seconds without an image, while a target is set, before the node reports the '
+            'camera gone (diagnostics WARN and LOST messages on ~/tracked)', 0.1, 60.0))
+        self.declare_parameter('no_image_rate', 2.0, _descriptor(
+            'rate in Hz of the LOST messages on ~/tracked while images are missing', 0.1, 30.0,
+            read_only=True))
 
     def _declare_tracker_parameters(self) -> Dict[str, str]:
         """Declare tracker.* from TrackerConfig; unset ones take the model's tuned value."""
@@ -246,7 +289,7 @@ class TrackerNode(Node):
         for p in params:
             if p.name == 'mono16_scaling' and p.value not in conv.MONO16_SCALINGS:
                 return SetParametersResult(successful=False, reason=(
-                    f'mono16_scaling must be one of {conv.MONO16_SCALINGS}'))
+                    f'mono16_scaling must be one of {", ".join(conv.MONO16_SCALINGS)}'))
             if p.name == 'velocity_smoothing':
                 with self._track_lock:
                     self._motion.smoothing = p.value
@@ -345,8 +388,8 @@ class TrackerNode(Node):
             self._stats.rejected += 1
             self._stats.errors_in_window += 1
             self._stats.last_error = message
-            first = key not in self._bad_encodings
-            self._bad_encodings[key] = self._bad_encodings.get(key, 0) + 1
+            first = (key, message) not in self._bad_encodings
+            self._bad_encodings[(key, message)] = self._bad_encodings.get((key, message), 0) + 1
         if first:
             self.get_logger().error(message)
             self._publish_diagnostics()
@@ -388,11 +431,8 @@ class TrackerNode(Node):
                                     'the box must be drawn on an image the tracker has seen')
         tol = int(self._param('stamp_tolerance') * conv.NS_PER_S)
         if want != 0 and abs(buffered.stamp_ns - want) > tol:
-            first, last = frames[0].payload.header.stamp, frames[-1].payload.header.stamp
-            return codes.STAMP_NOT_FOUND, (
-                f'no recent image has stamp {conv.format_stamp(request.stamp)}; the buffer '
-                f'holds {len(frames)} frames from {conv.format_stamp(first)} to '
-                f'{conv.format_stamp(last)} (give a zero stamp for the newest)')
+            return codes.STAMP_NOT_FOUND, self._stamp_not_found(request.stamp, want, frames,
+                                                                buffered)
         frame = buffered.payload
         try:
             image = self._decode(frame)
@@ -407,6 +447,11 @@ class TrackerNode(Node):
         problem = used.validation_error(width, height)
         if problem:
             return codes.INVALID_BOX, problem
+        smallest = float(self._param('min_target_size'))
+        if min(used.w, used.h) < smallest:
+            return codes.INVALID_BOX, (
+                f'box {used.w:.1f}x{used.h:.1f} px (inside the image) is smaller than '
+                f'min_target_size {smallest:g} px; draw a larger box or lower the parameter')
         with self._track_lock:
             try:
                 result = self._tracker.init(image, used)
@@ -429,6 +474,19 @@ class TrackerNode(Node):
         response.message = (f'tracking target {target_id} from the frame at '
                             f'{conv.format_stamp(frame.header.stamp)}')
         return None
+
+    def _stamp_not_found(self, stamp, want: int, frames, nearest) -> str:
+        asked = conv.format_stamp(stamp)
+        first, last = frames[0].payload.header.stamp, frames[-1].payload.header.stamp
+        offset_ms = (nearest.stamp_ns - want) / 1e6
+        near = (f'the nearest buffered frame is {conv.format_stamp(nearest.payload.header.stamp)}'
+                f' ({offset_ms:+.1f} ms; raise stamp_tolerance to accept it)')
+        if frames[0].stamp_ns < want < frames[-1].stamp_ns:
+            return (f'the image stamped {asked} never reached the node (dropped in transport '
+                    f'or replaced in the subscription queue before it was taken); {near}')
+        return (f'no recent image has stamp {asked}; the buffer holds {len(frames)} frames from '
+                f'{conv.format_stamp(first)} to {conv.format_stamp(last)}; {near} (give a '
+                'zero stamp for the newest)')
 
     def _on_stop(self, request: Trigger.Request, response: Trigger.Response
                  ) -> Trigger.Response:
@@ -510,6 +568,33 @@ class TrackerNode(Node):
             self._debug_pub.publish(conv.bgr_to_image(
                 conv.draw_debug(image, tracked, rate), tracked.header))
 
+    def _seconds_without_image(self) -> Optional[float]:
+        """Seconds since the last image while a target is set, None otherwise."""
+        with self._lock:
+            if not self._frames.tracking or not self._latest_received:
+                return None
+            return time.monotonic() - self._latest_received
+
+    def _check_image_outage(self) -> None:
+        """While a target is set and images stop, say so on ~/tracked (LOST, held box)."""
+        gap = self._seconds_without_image()
+        if gap is None or gap < float(self._param('image_timeout')):
+            return
+        with self._track_lock:
+            last = self._last_tracked
+            if last is None or not self._frames.tracking:
+                return
+            self._motion.update(None, 0)
+            header = Header(stamp=self.get_clock().now().to_msg(), frame_id=last.header.frame_id)
+            lost = TrackedObject(
+                header=header, state=TrackedObject.LOST, confidence=0.0, score=0.0,
+                target_id=last.target_id, box=last.box, center_x_norm=last.center_x_norm,
+                center_y_norm=last.center_y_norm, azimuth=last.azimuth,
+                elevation=last.elevation, frames_since_fix=self._motion.frames_since_fix)
+            self._tracked_pub.publish(lost)
+            if self._det_pub is not None and self._param('publish_detections'):
+                self._det_pub.publish(conv.detection_array(lost, self._class_id))
+
     # --- diagnostics ------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
@@ -555,9 +640,9 @@ class TrackerNode(Node):
             level, message = DiagnosticStatus.WARN, 'loading the model'
         elif seconds_since_image is None:
             level, message = DiagnosticStatus.WARN, 'no image received yet'
-        elif tracking and seconds_since_image > 2.0:
+        elif tracking and seconds_since_image > float(self._param('image_timeout')):
             level, message = DiagnosticStatus.WARN, (
-                f'no image for {seconds_since_image:.1f} s while tracking')
+                f'no image for {seconds_since_image:.1f} s while a target is set')
         else:
             level, message = DiagnosticStatus.OK, f'{values["state"].lower()}'
         status = conv.diagnostic_status(f'{self.get_fully_qualified_name()}: tracker',
@@ -569,33 +654,66 @@ class TrackerNode(Node):
     # --- shutdown ---------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Stop the worker thread (call before destroy_node)."""
+        """Stop the worker thread and release the backend (call before destroy_node)."""
         with self._wake:
             self._running = False
             self._wake.notify_all()
         self._worker.join(timeout=5.0)
+        with self._track_lock:
+            tracker, self._tracker = self._tracker, None
+        close = getattr(getattr(tracker, 'backend', None), 'close', None)
+        if callable(close):
+            close()
+
+
+def _init_without_signal_handlers(args: Optional[List[str]]) -> None:
+    """Initialise rclpy, leaving SIGINT and SIGTERM to this module.
+
+    rclpy's own handler would invalidate the context while the worker may still publish.
+    """
+    options = getattr(rclpy_signals, 'SignalHandlerOptions', None)
+    if options is None:
+        rclpy.init(args=args)
+    else:
+        rclpy.init(args=args, signal_handler_options=options.NO)
 
 
 def main(args: Optional[List[str]] = None) -> int:
-    """Run the tracker node until SIGINT / shutdown (console script ``tracker_node``)."""
-    rclpy.init(args=args)
+    """Run the tracker node until SIGINT / SIGTERM (console script ``tracker_node``).
+
+    Exits 0 on a signal, after the worker has stopped and the node is destroyed; exits 2 with
+    one line naming the parameter when a start-up parameter is refused.
+    """
+    _init_without_signal_handlers(args)
+    stop = threading.Event()
+
+    def request_stop(signum, frame) -> None:
+        stop.set()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
     node = None
+    code = 0
     try:
         node = TrackerNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except (ParameterChoiceError, *_PARAMETER_ERRORS) as exc:
+        print(f'{NODE_NAME}: {exc}', file=sys.stderr, flush=True)
+        code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         # Ctrl-C in a terminal reaches the node twice under ros2 launch (from the terminal
-        # and forwarded by launch): a second SIGINT must not interrupt the cleanup.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # and forwarded by launch): a second signal must not interrupt the cleanup.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         if node is not None:
             node.shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return code
 
 
 if __name__ == '__main__':
