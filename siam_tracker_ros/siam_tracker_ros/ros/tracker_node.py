@@ -320,17 +320,21 @@ class TrackerNode(Node):
         t0 = time.monotonic()
         try:
             tracker = load_tracker(self._model_path, backend=self._backend_name,
-                                   device=self._device, **self._tracker_overrides())
+                                   device=self._device)
         except Exception as exc:  # noqa: BLE001 - reported, node keeps running
             self._fail_load(f'model {self._model_path!r} failed to load: {exc}')
             return
         with self._track_lock:
-            # Values set while loading are applied now (they passed the range check).
-            try:
-                tracker.set_config(from_mapping(TrackerConfig, self._tracker_overrides(),
-                                                base=tracker.config))
-            except ValueError as exc:
-                self.get_logger().error(f'tracker parameters ignored: {exc}')
+            # tracker.* values given at start or set while loading, one by one: a value the
+            # model cannot run (crop sizes its graphs refuse) keeps the model's value.
+            for field, value in self._tracker_overrides().items():
+                try:
+                    tracker.set_config(from_mapping(type(tracker.config), {field: value},
+                                                    base=tracker.config))
+                except ValueError as exc:
+                    self.get_logger().error(f'parameter {TRACKER_PREFIX}{field}={value!r} '
+                                            f'refused, the model keeps '
+                                            f'{getattr(tracker.config, field)!r}: {exc}')
             self._tracker = tracker
             self._model_name = getattr(tracker.spec, 'name', str(self._model_path))
             self._backend_used = getattr(tracker.backend, 'name', self._backend_name)
