@@ -40,6 +40,7 @@ def test_sizes_the_static_graphs_refuse_are_refused_by_name(v3, field, value):
     image[100:140, 140:180] = 200
     v3.init(image, BBox(140, 100, 40, 40))
     assert v3.update(image).box.w > 0   # and the tracker still runs
+    v3.stop()
 
 
 def test_a_tracker_built_with_refused_sizes_fails_at_construction(v3):

@@ -56,3 +56,42 @@ def test_sigint_and_sigterm_exit_0_without_a_traceback(ros_domain, tmp_path, sig
     finally:
         stop_process(proc)
     assert 'Traceback' not in log.read_text()
+
+
+def test_precision_and_engine_cache_reach_the_tensorrt_backend(ros_domain, tmp_path):
+    """backend:=tensorrt precision:=fp32 engine_cache:=DIR builds fp32 engines in DIR.
+
+    TensorRT and cuda-python are the stand-ins of test/trt_standin (a simulated GPU running
+    the graphs with ONNX Runtime), put on the node's PYTHONPATH.
+    """
+    import trt_standin
+    from trt_standin.models import template_search
+
+    from ros_helpers import diag_values, find_status, RosClient
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    model = template_search(tmp_path / 'model', seed=3)
+    cache = tmp_path / 'engines'
+    env = ros_env(ros_domain)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (str(trt_standin.MODULES),
+                                                    env.get('PYTHONPATH')) if p)
+    log = tmp_path / 'node.log'
+    proc = start_process(python_module_cmd(
+        NODE, '-r', '__node:=trt_node', '-p', f'model_path:={model.root}', '-p',
+        'backend:=tensorrt', '-p', 'device:=cuda', '-p', 'precision:=fp32', '-p',
+        f'engine_cache:={cache}', '-p', 'diagnostics_period:=0.2'), env, log)
+    client = RosClient()
+    try:
+        diags = client.collect(DiagnosticArray, '/diagnostics', 50)
+        msg = diags.wait_for(lambda m: find_status(m, '/trt_node') is not None and diag_values(
+            find_status(m, '/trt_node')).get('model_state') in ('ready', 'failed'), timeout=90)
+        assert msg is not None, log.read_text()
+        values = diag_values(find_status(msg, '/trt_node'))
+        assert values['model_state'] == 'ready', log.read_text()
+        assert values['backend'] == 'tensorrt' and values['device'].startswith('cuda')
+        engines = sorted(p.name for p in cache.rglob('*.engine'))
+        assert engines and all('fp32' in name for name in engines), engines
+    finally:
+        client.close()
+        code = stop_process(proc)
+    assert code == 0 and 'Traceback' not in log.read_text(), log.read_text()[-3000:]

@@ -58,6 +58,7 @@ TRACKER_PREFIX = 'tracker.'
 BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'torch')
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
+PRECISIONS = ('fp32', 'fp16', 'int8')
 DEVICE_PATTERN = re.compile(r'^(cpu|cuda(:\d+)?)$')
 # rclpy's errors for a parameter value that breaks its descriptor (range, type) at start.
 _PARAMETER_ERRORS = tuple(getattr(rclpy_exceptions, name) for name in (
@@ -140,7 +141,10 @@ class TrackerNode(Node):
 
         p = self._param
         self._model_path: str = p('model_path')
-        self._backend_name: str = check_choice('backend', p('backend'), BACKENDS)
+        self._backend_name: str = p('backend')
+        if ':' not in self._backend_name:   # package.module:factory = a plugin backend
+            check_choice('backend', self._backend_name, BACKENDS)
+        self._precision: str = check_choice('precision', p('precision'), PRECISIONS)
         self._device: str = check_device(p('device'))
         self._transport: str = check_choice('image_transport', p('image_transport'),
                                             TRANSPORTS)
@@ -218,7 +222,15 @@ class TrackerNode(Node):
             'model directory (with manifest.json) or an upstream NanoTrack folder; fetch one '
             'with `siam-model fetch nanotrack-v3`', **ro))
         self.declare_parameter('backend', 'auto', _descriptor(
-            'inference backend', choices=BACKENDS, **ro))
+            'inference backend (or a plugin, package.module:factory)', choices=BACKENDS, **ro))
+        self.declare_parameter('precision', 'fp16', _descriptor(
+            'TensorRT engine precision (fp32, fp16, int8; int8 engines come from '
+            '`siam-model build-engine --int8`); onnxruntime on a GPU: fp16 enables the '
+            'TensorRT execution provider in fp16', choices=PRECISIONS, **ro))
+        self.declare_parameter('engine_cache', '', _descriptor(
+            "TensorRT engine cache folder ('' = $SIAM_ENGINE_CACHE or "
+            '~/.cache/siam_tracker_ros/engines), the one `siam-model build-engine --cache` '
+            'wrote', **ro))
         self.declare_parameter('device', 'cpu', _descriptor(
             'device: cpu, cuda or cuda:N', **ro))
         self.declare_parameter('image_transport', 'raw', _descriptor(
@@ -309,6 +321,7 @@ class TrackerNode(Node):
     # --- model loading ----------------------------------------------------------------
 
     def _load_model(self) -> None:
+        from ..backends.registry import choose_backend
         from ..factory import load_tracker
 
         if not self._model_path:
@@ -319,8 +332,12 @@ class TrackerNode(Node):
                                f'(backend {self._backend_name}, device {self._device})')
         t0 = time.monotonic()
         try:
+            if ':' not in self._backend_name:
+                self.get_logger().info(choose_backend(self._backend_name, self._device).reason)
+            options = {'precision': self._precision,
+                       'cache_dir': self._param('engine_cache') or None}
             tracker = load_tracker(self._model_path, backend=self._backend_name,
-                                   device=self._device)
+                                   device=self._device, backend_options=options)
         except Exception as exc:  # noqa: BLE001 - reported, node keeps running
             self._fail_load(f'model {self._model_path!r} failed to load: {exc}')
             return
@@ -338,6 +355,7 @@ class TrackerNode(Node):
             self._tracker = tracker
             self._model_name = getattr(tracker.spec, 'name', str(self._model_path))
             self._backend_used = getattr(tracker.backend, 'name', self._backend_name)
+            self._device = getattr(tracker.backend, 'device', self._device)
             self._model_state = 'ready'
         # Show the values in force (ros2 param get); setting them is a no-op for the tracker.
         config = tracker.config
