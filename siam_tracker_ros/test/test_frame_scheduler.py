@@ -146,3 +146,15 @@ def test_image_velocity_ignores_stamps_that_do_not_move_forward():
     assert vel.update(BBox(520, 0, 10, 10), 6 * S) == (10.0, 0.0)    # from the new fix
     with pytest.raises(ValueError):
         vel.smoothing = 1.5
+
+
+def test_stamp_monitor_counts_what_cannot_order_frames():
+    from siam_tracker_ros.core.frame_scheduler import StampMonitor
+    mon = StampMonitor(future_tolerance_ns=10 * S)
+    now = 1000 * S
+    kinds = [mon.check(stamp, now) for stamp in
+             (0, 0, 990 * S, 991 * S, 991 * S, 985 * S, now + 3600 * S, 992 * S)]
+    assert kinds == ['zero', 'zero', '', '', 'backwards', 'backwards', 'future', 'backwards']
+    assert (mon.zero, mon.backwards, mon.future, mon.total) == (2, 3, 1, 6)
+    assert mon.summary() == '2 zero, 3 backwards, 1 future'
+    assert StampMonitor().check(3600 * S, 0) == ''   # sim time before /clock: no 'future'

@@ -230,7 +230,9 @@ def test_tracks_a_generated_sequence_frame_by_frame(graph, sequence):
     assert values['frames_rejected'] == '0' and status.level == DiagnosticStatus.OK
 
 
-def test_a_burst_is_not_queued_only_the_newest_frames_are_tracked(graph, sequence):
+def test_a_burst_is_tracked_in_order_up_to_its_newest_frame(graph, sequence):
+    # How many frames of the burst are tracked depends on the machine (a fast GPU tracks them
+    # all); which ones are skipped is tested deterministically in test_node_scripted.py.
     wait_ready(graph)
     header0 = graph.publish(sequence[0][0], 0)
     time.sleep(0.2)
@@ -244,16 +246,24 @@ def test_a_burst_is_not_queued_only_the_newest_frames_are_tracked(graph, sequenc
     got = [conv.stamp_to_ns(m.header.stamp) for m in graph.tracked.messages
            if m.target_id == tid]
     assert got == sorted(got) and len(got) == len(set(got))   # in order, each frame once
-    assert len(got) - 1 < len(headers), 'every frame of the burst was tracked: nothing skipped'
+    burst = [conv.stamp_to_ns(h.stamp) for h in headers]
+    assert got[0] == conv.stamp_to_ns(header0.stamp) and got[-1] == burst[-1]
+    assert set(got[1:]) <= set(burst)
     after = diag_values(graph.status(lambda s: int(diag_values(s)['frames_processed'])
                                      >= int(before['frames_processed']) + len(got) - 1))
     dropped = int(after['frames_dropped']) - int(before['frames_dropped'])
     received = int(after['frames_received']) - int(before['frames_received'])
     processed = int(after['frames_processed']) - int(before['frames_processed'])
-    # Every frame of the burst is either tracked or counted as dropped (skipped in the node,
-    # or missed before it: the subscription queue holds one frame).
-    assert dropped >= 1 and processed == len(got) - 1
-    assert processed + dropped == len(headers) and received <= len(headers)
+    assert processed == len(got) - 1 and received <= len(headers)
+    if after['frames_missed'].startswith('unknown'):
+        # Humble: no MessageInfo, so frames lost before the node cannot be counted; every
+        # frame that reached it is tracked or counted as skipped.
+        skipped = int(after['frames_skipped']) - int(before['frames_skipped'])
+        assert dropped == skipped and processed + skipped == received
+    else:
+        # Every frame of the burst is either tracked or counted as dropped (skipped in the
+        # node, or missed before it: the subscription queue holds one frame).
+        assert processed + dropped == len(headers)
     assert graph.stop().success
 
 

@@ -142,3 +142,49 @@ class FrameScheduler:
         if self._pending is not None and self._pending.index <= frame.index:
             self._pending = None
         return frame
+
+
+class StampMonitor:
+    """Counts frames whose stamps cannot order them: zero, not increasing, far in the future.
+
+    Such frames are still tracked (in arrival order); the counts go to diagnostics so a
+    driver without a clock, a looping bag or a bad time source is visible.
+    """
+
+    def __init__(self, future_tolerance_ns: int = 10 * 1_000_000_000) -> None:
+        """Stamps more than ``future_tolerance_ns`` ahead of the local clock are 'future'."""
+        self.future_tolerance_ns = int(future_tolerance_ns)
+        self.zero = 0
+        self.backwards = 0    # not later than the previous frame's stamp (repeats included)
+        self.future = 0
+        self._previous: Optional[int] = None
+
+    def check(self, stamp_ns: int, now_ns: int) -> str:
+        """Classify a received frame's stamp: '' (fine), 'zero', 'backwards' or 'future'.
+
+        ``now_ns`` is the local clock; 0 (sim time before the first /clock) skips 'future'.
+        """
+        kind = ''
+        if stamp_ns == 0:
+            kind = 'zero'
+            self.zero += 1
+        elif now_ns > 0 and stamp_ns > now_ns + self.future_tolerance_ns:
+            kind = 'future'
+            self.future += 1
+        elif self._previous is not None and stamp_ns <= self._previous:
+            kind = 'backwards'
+            self.backwards += 1
+        self._previous = stamp_ns
+        return kind
+
+    @property
+    def total(self) -> int:
+        """Return the number of frames with a stamp that could not order them."""
+        return self.zero + self.backwards + self.future
+
+    def summary(self) -> str:
+        """Return e.g. '3 zero, 1 backwards' (empty when every stamp was fine)."""
+        parts = [f'{n} {name}' for name, n in (('zero', self.zero),
+                                                ('backwards', self.backwards),
+                                                ('future', self.future)) if n]
+        return ', '.join(parts)

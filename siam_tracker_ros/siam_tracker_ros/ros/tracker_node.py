@@ -44,7 +44,7 @@ from . import compat
 from . import conversions as conv
 from .interfaces import SetTarget, TrackedObject
 from ..core.config import describe, from_mapping, TrackerConfig
-from ..core.frame_scheduler import FrameScheduler
+from ..core.frame_scheduler import FrameScheduler, StampMonitor
 from ..core.image_velocity import ImageVelocity
 from ..core.types import TrackResult, TrackState
 
@@ -159,6 +159,8 @@ class TrackerNode(Node):
         self._frames = FrameScheduler(int(p('frame_buffer_size')),
                                       int(p('frame_buffer_mb')) * 1024 * 1024)
         self._latest_received: float = 0.0
+        self._stamps = StampMonitor()
+        self._stamp_warnings_seen = 0
         self._camera_info: Optional[CameraInfo] = None
         self._last_header: Optional[Header] = None
         self._stats = _Stats()
@@ -397,11 +399,13 @@ class TrackerNode(Node):
             self._reject(encoding, conv.unsupported_encoding_message(encoding))
             return
         now = time.monotonic()
+        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
         with self._lock:
             self._stats.received += 1
             if self._frames.tracking:
                 self._stats.missed += missed
-            self._frames.push(msg, conv.stamp_to_ns(msg.header.stamp), len(msg.data))
+            self._stamps.check(stamp_ns, self.get_clock().now().nanoseconds)
+            self._frames.push(msg, stamp_ns, len(msg.data))
             self._latest_received = now
             self._wake.notify()
 
@@ -503,6 +507,11 @@ class TrackerNode(Node):
         offset_ms = (nearest.stamp_ns - want) / 1e6
         near = (f'the nearest buffered frame is {conv.format_stamp(nearest.payload.header.stamp)}'
                 f' ({offset_ms:+.1f} ms; raise stamp_tolerance to accept it)')
+        with self._lock:
+            odd = self._stamps.summary()
+        if odd:
+            near += (f'; this stream has stamps that do not increase ({odd}): give a zero '
+                     'stamp to use the newest frame')
         if frames[0].stamp_ns < want < frames[-1].stamp_ns:
             return (f'the image stamped {asked} never reached the node (dropped in transport '
                     f'or replaced in the subscription queue before it was taken); {near}')
@@ -649,11 +658,17 @@ class TrackerNode(Node):
                 'frames_missed': missed if missed is not None else (
                     'unknown: this rclpy passes no MessageInfo (Humble)'),
                 'frames_buffered': len(self._frames.frames),
+                'stamps_zero': self._stamps.zero,
+                'stamps_backwards': self._stamps.backwards,
+                'stamps_future': self._stamps.future,
                 'buffer_mb': round(self._frames.buffered_bytes / 2 ** 20, 1),
                 'frames_rejected': stats.rejected,
                 'last_error': stats.last_error,
             }
             seconds_since_image = now - self._latest_received if self._latest_received else None
+            new_bad_stamps = self._stamps.total - self._stamp_warnings_seen
+            self._stamp_warnings_seen = self._stamps.total
+            stamp_summary = self._stamps.summary()
         if self._model_state == 'failed':
             level, message = DiagnosticStatus.ERROR, self._model_error
         elif errors:
@@ -665,6 +680,10 @@ class TrackerNode(Node):
         elif tracking and seconds_since_image > float(self._param('image_timeout')):
             level, message = DiagnosticStatus.WARN, (
                 f'no image for {seconds_since_image:.1f} s while a target is set')
+        elif new_bad_stamps:
+            level, message = DiagnosticStatus.WARN, (
+                f'{new_bad_stamps} frames since the last report had stamps that cannot order '
+                f'them (so far: {stamp_summary}); tracked in arrival order')
         else:
             level, message = DiagnosticStatus.OK, f'{values["state"].lower()}'
         status = conv.diagnostic_status(f'{self.get_fully_qualified_name()}: tracker',
