@@ -49,3 +49,15 @@ bench:
 
 clean:
 	rm -rf build install log $(OUT)
+
+.PHONY: jetpack-leg jetson-setup
+
+# Python 3.10 + numpy 1.26 / OpenCV 4.8 / onnxruntime 1.17 / onnx 1.16, no ROS, no torch
+# (.venv-jetpack); .ci/run runs it after `make test`.
+jetpack-leg:
+	bash tools/jetpack_leg.sh
+
+# On a Jetson (JetPack 6): .venv with the system site-packages (JetPack's TensorRT and OpenCV),
+# requirements-jetson.txt, onnxruntime, the package; checks TensorRT and the CUDA binding.
+jetson-setup:
+	bash tools/setup_jetson.sh

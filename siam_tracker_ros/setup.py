@@ -16,7 +16,14 @@ setup(
         ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
         ('share/' + PACKAGE + '/rviz', glob('rviz/*.rviz')),
     ],
-    install_requires=['setuptools'],
+    # Supported ranges (README "Platforms"). The lower bounds are what the JetPack leg
+    # (tools/jetpack_leg.sh, requirements-jetpack.txt) tests; requirements.txt pins the newest,
+    # which `make test` tests. Also needed, not listed: onnxruntime >= 1.17 and OpenCV >= 4.8.
+    # Each comes as several distributions (onnxruntime or onnxruntime-gpu; opencv-python,
+    # -headless, -contrib; JetPack's OpenCV has no pip metadata at all), and naming one here
+    # would make pip install it over the one the user chose.
+    install_requires=['setuptools', 'numpy>=1.26', 'onnx>=1.16', 'PyYAML>=6.0'],
+    extras_require={'plots': ['matplotlib>=3.5']},
     zip_safe=True,
     maintainer='siam_tracker_ros developers',
     maintainer_email='dev@siam-tracker-ros.invalid',

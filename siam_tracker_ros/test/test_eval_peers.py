@@ -1,28 +1,21 @@
 """OpenCV peer trackers behind the TrackResult interface, on a synthetic moving square."""
 import math
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from shared_data import MODELS, need
 from siam_tracker_ros.core.types import BBox, TrackState
 from siam_tracker_ros.eval.metrics import iou
 from siam_tracker_ros.eval.peers import (
-    create_peer, parse_peer_spec, PeerUnavailable, PEERS, to_cv_rect)
+    create_peer, parse_peer_spec, PEERS, PeerUnavailable, to_cv_rect)
 
 SIZE = 40
 
 
-def _shared() -> Path:
-    env = os.environ.get('SIAM_SHARED')
-    repo = Path(__file__).resolve().parents[2]
-    return Path(env) if env else repo.parent / 'shared'
-
-
 def moving_square(frames: int = 60, width: int = 320, height: int = 240):
-    """A textured square gliding over a smooth textured background, with its true boxes."""
+    """Make a textured square glide over a smooth textured background; frames and boxes."""
     rng = np.random.default_rng(7)
     background = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
                                   (0, 0), 3)
@@ -73,9 +66,8 @@ def test_classic_peer_follows_moving_square(kind):
 
 
 def test_nano_peer_follows_moving_square_with_score():
-    model = _shared() / 'reference-models' / 'nanotrack-v2'
-    if not (model / 'nanotrack_head_sim.onnx').is_file():
-        pytest.skip(f'NanoTrack v2 ONNX not found under {model} (set SIAM_SHARED)')
+    model = MODELS / 'nanotrack-v2'
+    need(model / 'nanotrack_head_sim.onnx')
     peer = create_peer('opencv-nano', str(model))
     images, boxes = moving_square()
     results, ious = _follow(peer, images, boxes)

@@ -1,11 +1,11 @@
 """The sequence reader on folders the test writes: separators, NaN rows, ordering, errors."""
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from shared_data import need, SEQUENCES
 from siam_tracker_ros.io.sequences import (
     list_sequences, load_frames, load_sequence, natural_key, read_groundtruth)
 
@@ -83,16 +83,9 @@ def test_mismatch_and_bad_first_box_are_errors(tmp_path):
         load_sequence(folder)
 
 
-def _shared() -> Path:
-    env = os.environ.get('SIAM_SHARED')
-    repo = Path(__file__).resolve().parents[2]
-    return Path(env) if env else repo.parent / 'shared'
-
-
 def test_real_sequence_reads():
-    root = _shared() / 'sequences'
-    if not (root / 'Crossing').is_dir():
-        pytest.skip(f'shared sequences not found at {root} (set SIAM_SHARED)')
+    root = SEQUENCES
+    need(root / 'Crossing')
     seq = list_sequences(root, ['Crossing'])[0]
     assert len(seq) == 120 and seq.gt.shape == (120, 4)
     assert seq.init_box.as_tuple() == (205.0, 151.0, 17.0, 50.0)

@@ -8,6 +8,7 @@ largest reference value: template features 2e-4 (measured about 1e-6 on real cro
 random pixels), cls/reg end to end 1e-3 (measured <= 2e-4; reg passes through exp()).
 """
 
+import needs_torch  # noqa: F401
 import numpy as np
 import pytest
 import torch

@@ -12,11 +12,11 @@ import pytest
 
 from shared_data import MODELS, need
 from siam_tracker_ros.backends.base import BackendError
-from siam_tracker_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, choose_providers
+from siam_tracker_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from siam_tracker_ros.cli import siam_model
 from siam_tracker_ros.core.config import MODEL_FIELDS
-from siam_tracker_ros.core.manifest import ModelError, load_manifest
-from siam_tracker_ros.nets.fetch import fetch_model, source_url, CATALOG
+from siam_tracker_ros.core.manifest import load_manifest, ModelError
+from siam_tracker_ros.nets.fetch import CATALOG, fetch_model, source_url
 from siam_tracker_ros.nets.nanotrack_import import import_nanotrack, make_backbone_dynamic
 
 
@@ -63,9 +63,12 @@ def test_ort_backend_shapes(v3_model):
 
 
 def test_ort_threads_search_session_only(v3_model):
-    """The per-frame session gets the threads; the template session always runs on the
-    caller's thread (a second spinning pool slowed the tracker down), and the outputs do
-    not depend on the thread count."""
+    """
+    Give the per-frame session the threads, the template session one.
+
+    The template session always runs on the caller's thread (a second spinning pool slowed the
+    tracker down), and the outputs do not depend on the thread count.
+    """
     one = OnnxRuntimeBackend(v3_model, threads=1)
     two = OnnxRuntimeBackend(v3_model, threads=2)
     assert two._second.get_session_options().intra_op_num_threads == 2
@@ -109,13 +112,6 @@ def test_backend_reports_an_unloadable_graph(v3_model, tmp_path):
         OnnxRuntimeBackend(spec)
 
 
-def test_gpu_device_without_gpu_provider_is_a_clear_error():
-    with pytest.raises(BackendError, match='no GPU execution provider'):
-        choose_providers('cuda', ['CPUExecutionProvider'])
-    assert choose_providers('cuda:0', ['CUDAExecutionProvider', 'CPUExecutionProvider'])[0] == \
-        'CUDAExecutionProvider'
-
-
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
@@ -123,7 +119,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def http_mirror():
-    """A loopback HTTP server over ../shared/reference-models."""
+    """Serve ../shared/reference-models over loopback HTTP."""
     root = need(MODELS)
     handler = functools.partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)

@@ -7,6 +7,7 @@ tensorrt paths are checked for their clear refusal where TensorRT cannot run.
 import json
 import shutil
 
+import needs_torch  # noqa: F401
 import numpy as np
 import pytest
 import torch

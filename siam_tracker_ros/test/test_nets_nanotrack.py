@@ -9,6 +9,7 @@ differences pass through exp() of the reg branch) = 1e-3; measured <= 1.8e-4.
 from pathlib import Path
 
 import cv2
+import needs_torch  # noqa: F401
 import numpy as np
 import pytest
 import torch

@@ -26,6 +26,7 @@ def _check_stages(stages, frames, template_reps):
 
 @pytest.fixture(scope='module')
 def alex_model(tmp_path_factory):
+    pytest.importorskip('torch', reason='the random SiamRPN model is built with PyTorch')
     from siam_tracker_ros.nets.pysot_import import random_model
     spec, _ = random_model('siamrpn_alex', tmp_path_factory.mktemp('alex') / 'model', seed=2)
     return spec

@@ -1,23 +1,22 @@
 """siam-eval end to end: real sequences and models from ../shared, plus a synthetic sequence."""
 import json
 import os
+from pathlib import Path
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-import siam_tracker_ros.eval
+import scripted_backend as sb
+from shared_data import MODELS, need, SEQUENCES
 from siam_tracker_ros.cli import siam_eval
+import siam_tracker_ros.eval
 
 PKG_ROOT = Path(siam_tracker_ros.eval.__file__).resolve().parents[2]
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get('SIAM_SHARED', REPO.parent / 'shared'))
-SEQUENCES = SHARED / 'sequences'
-NANO_V2 = SHARED / 'reference-models' / 'nanotrack-v2'
+NANO_V2 = MODELS / 'nanotrack-v2'
 MEAN_KEYS = {'auc', 'prec20', 'norm_prec', 'fps', 'fps_mean', 'presence_f1'}
 SEQ_KEYS = {'auc', 'prec20', 'norm_prec', 'fps', 'frames', 'presence_f1', 'success_curve',
             'precision_curve', 'norm_precision_curve'}
@@ -26,8 +25,7 @@ SEQ_KEYS = {'auc', 'prec20', 'norm_prec', 'fps', 'frames', 'presence_f1', 'succe
 def _need_shared():
     for path in (SEQUENCES / 'Crossing', SEQUENCES / 'uav_wakeboard7',
                  NANO_V2 / 'nanotrack_head_sim.onnx'):
-        if not path.exists():
-            pytest.skip(f'{path} not found; ../shared (or $SIAM_SHARED) is needed')
+        need(path)
 
 
 def _in_unit(value):
@@ -101,7 +99,7 @@ def test_cli_end_to_end_on_real_sequences(tmp_path):
 
 
 def _synthetic_sequence(root: Path, frames: int = 50, absent=range(20, 30)) -> Path:
-    """A textured square moving right, hidden on the ``absent`` frames (NaN ground truth)."""
+    """Write a textured square moving right, hidden on the ``absent`` frames (NaN truth)."""
     rng = np.random.default_rng(3)
     background = cv2.GaussianBlur(rng.integers(0, 256, (200, 280, 3), dtype=np.uint8),
                                   (0, 0), 3)
@@ -146,22 +144,8 @@ def test_cli_presence_metrics_and_skipped_peer(tmp_path, capsys):
 
     rec = data['trackers']['opencv-mil']['sequences']['square']
     assert len(rec['boxes']) == 50 and len(rec['found']) == 50
-    # presence by hand from the tracker's own verdicts (frames 1..49; 20..29 absent)
-    present = np.array([t not in range(20, 30) for t in range(50)])[1:]
-    found = np.array(rec['found'])[1:]
-    tp = int(np.sum(present & found))
-    fp = int(np.sum(~present & found))
-    fn = int(np.sum(present & ~found))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    assert rec['presence_precision'] == pytest.approx(precision)
-    assert rec['presence_recall'] == pytest.approx(recall)
-    assert rec['presence_f1'] == pytest.approx(f1)
-    assert _in_unit(rec['conf_auroc'])
-    assert rec['frames_scored'] == 39
-    mean = data['trackers']['opencv-mil']['mean']
-    assert mean['presence_f1'] == pytest.approx(f1)
+    assert rec['frames_scored'] == 39                  # frames 1..49 less the 10 absent ones
+    assert data['trackers']['opencv-mil']['mean']['presence_f1'] == rec['presence_f1']
     # the boxes in the JSON are what the metrics were computed from
     gt = np.array([[30 + 2 * t, 70, 36, 36] for t in range(50)], dtype=float)
     boxes = np.array(rec['boxes'], dtype=float)
@@ -169,6 +153,51 @@ def test_cli_presence_metrics_and_skipped_peer(tmp_path, capsys):
     from siam_tracker_ros.eval.metrics import iou
     ious = iou(boxes[1:20], gt[1:20])
     assert rec['mean_iou'] is not None and ious.mean() > 0.5
+
+
+def _scripted_sequence(root: Path) -> Path:
+    """
+    40 frames of a scripted scene and its ground truth (see the expected verdicts below).
+
+    The target (moving 2 px per frame) is faded to contrast 0.25 on frames 10-12 (present,
+    too faint to be found), gone on 20-27 (NaN ground truth), where a look-alike stands in its
+    path on 24-27 (taken: within the re-acquisition reach of where the target was lost).
+    """
+    folder = root / 'scripted'
+    (folder / 'img').mkdir(parents=True)
+    rows = []
+    for t in range(40):
+        target = sb.Actor(60 + 2 * t, 90, alpha=0.25 if 10 <= t <= 12 else 1.0)
+        if 20 <= t < 28:
+            actors = [sb.Actor(target.x, 90, color=sb.LOOKALIKE)] if t >= 24 else []
+            rows.append('NaN,NaN,NaN,NaN')
+        else:
+            actors = [target]
+            rows.append(','.join(str(int(v)) for v in target.box))
+        cv2.imwrite(str(folder / 'img' / f'{t + 1:04d}.png'), sb.render(actors))
+    (folder / 'groundtruth.txt').write_text('\n'.join(rows) + '\n')
+    return folder
+
+
+def test_cli_presence_scores_by_hand_on_a_scripted_scene(tmp_path, capsys):
+    _scripted_sequence(tmp_path / 'seqs')
+    model = sb.write_model_dir(tmp_path / 'model')
+    out = tmp_path / 'out.json'
+    status = siam_eval.main(['--model', str(model), '--backend', 'scripted_backend:create',
+                             '--sequences', str(tmp_path / 'seqs'), '--json', str(out),
+                             '--save-boxes', '--quiet'])
+    assert status == 0, capsys.readouterr().err
+    rec = json.loads(out.read_text())['trackers']['ours']['sequences']['scripted']
+    # The tracker's verdicts: found while the target is clear (1-9, 13-19, 28-39), not while
+    # faded (10-12: lost, lost, searching) or gone (20-23), found on the look-alike (24-27).
+    expected = [True] * 10 + [False] * 3 + [True] * 7 + [False] * 4 + [True] * 16
+    assert rec['found'] == expected
+    # Frames 1-39: TP 28 (1-9, 13-19, 28-39), FN 3 (10-12), FP 4 (24-27), TN 4 (20-23).
+    # precision 28/32, recall 28/31, F1 = 2 TP / (2 TP + FP + FN) = 56/63.
+    assert rec['presence_precision'] == pytest.approx(28 / 32)
+    assert rec['presence_recall'] == pytest.approx(28 / 31)
+    assert rec['presence_f1'] == pytest.approx(56 / 63)
+    assert rec['frames_scored'] == 31 and rec['lost_frames'] == 7
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -191,8 +220,12 @@ def test_cli_errors(tmp_path, capsys):
 
 
 def test_repeats_rerun_from_moved_initial_boxes(tmp_path, capsys):
-    """--repeats N: the first run is the normal one; the others start from the seeded moved
-    boxes, and their AUCs are what an independent run from those boxes gives."""
+    """
+    Check --repeats N: the first run is the normal one, the others start moved.
+
+    The others start from the seeded moved boxes, and their AUCs are what an independent run
+    from those boxes gives.
+    """
     _need_shared()
     from siam_tracker_ros.core.config import preset
     from siam_tracker_ros.eval.metrics import evaluate_sequence

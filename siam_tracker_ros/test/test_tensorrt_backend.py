@@ -1,11 +1,17 @@
-"""TensorRT backend: engine cache key and cache policy, profiles, and the real thing on a GPU.
+"""
+TensorRT backend and engine builder: cache, build, run, through stand-in TensorRT and CUDA.
 
-The key, cache and profile logic are plain functions and run everywhere. Building and running
-engines needs TensorRT 10 and an NVIDIA GPU: those tests skip with the reason elsewhere, and
-a test checks the clear error the backend gives where TensorRT is missing.
+The key, cache and profile logic are plain functions. Building and running engines is driven
+through the stand-in ``tensorrt`` and ``cuda`` modules of ``trt_standin`` (TensorRT 10
+Python API, executed with ONNX Runtime on a simulated GPU that bounds-checks every buffer),
+which the tests put on ``sys.path`` only while they run. The real-GPU test at the end runs
+only where TensorRT 10 and an NVIDIA GPU exist.
 """
 import json
+import logging
+import os
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -13,15 +19,21 @@ import pytest
 from shared_data import MODELS, need
 from siam_tracker_ros.backends import engine_build as eb
 from siam_tracker_ros.backends.base import BackendError
-from siam_tracker_ros.backends.registry import create_backend
+from siam_tracker_ros.backends.cuda import CudaUnavailable
+from siam_tracker_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+from siam_tracker_ros.backends.registry import choose_backend, create_backend
 from siam_tracker_ros.backends.tensorrt_backend import parse_device
+from siam_tracker_ros.cli import model_tools as mt
+from siam_tracker_ros.cli import siam_model
+import trt_standin
+from trt_standin import models
 
 SHA = 'ab' * 32
 
 
 def _key(**changes):
-    fields = dict(onnx_sha256=SHA, trt_version='10.3.0', gpu_name='Orin (sm_87)',
-                  precision='fp16')
+    fields = {'onnx_sha256': SHA, 'trt_version': '10.3.0', 'gpu_name': 'Orin (sm_87)',
+              'precision': 'fp16'}
     fields.update(changes)
     return eb.EngineKey(**fields)
 
@@ -71,6 +83,9 @@ def test_engine_key_hashes_the_onnx_content(tmp_path):
 # ------------------------------------------------------------------------------------------
 # cache
 
+IO = eb.EngineIO(('search', 'zf'), ('cls', 'reg'))
+
+
 class _Builder:
     """Stands in for TensorRT's builder: serialises the key it was asked for."""
 
@@ -80,7 +95,7 @@ class _Builder:
     def __call__(self, key):
         def build(onnx_path):
             self.calls += 1
-            return f'engine of {onnx_path.name} for {key.digest}'.encode()
+            return eb.BuiltEngine(f'engine of {onnx_path.name} for {key.digest}'.encode(), IO)
         return build
 
 
@@ -90,15 +105,17 @@ def test_cache_builds_once_then_reuses(tmp_path):
     cache = tmp_path / 'cache'
     key = eb.engine_key(onnx_path, '10.3.0', 'Orin (sm_87)', 'fp16')
     builder = _Builder()
-    path, built = eb.cached_engine(onnx_path, key, builder(key), cache, stem='m-search')
+    path, record, built = eb.cached_engine(onnx_path, key, builder(key), cache, stem='m-search')
     assert built and builder.calls == 1
     assert path.read_bytes() == f'engine of search.onnx for {key.digest}'.encode()
     sidecar = json.loads(path.with_suffix('.json').read_text())
     assert sidecar['onnx_sha256'] == key.onnx_sha256 and sidecar['precision'] == 'fp16'
-    again, built = eb.cached_engine(onnx_path, key, builder(key), cache, stem='m-search')
-    assert (again, built, builder.calls) == (path, False, 1)
-    forced, built = eb.cached_engine(onnx_path, key, builder(key), cache, stem='m-search',
-                                     force=True)
+    assert (sidecar['inputs'], sidecar['outputs']) == (['search', 'zf'], ['cls', 'reg'])
+    assert sidecar['engine_bytes'] == path.stat().st_size and record.io == IO
+    again, record, built = eb.cached_engine(onnx_path, key, builder(key), cache, stem='m-search')
+    assert (again, built, builder.calls, record.io) == (path, False, 1, IO)
+    forced, _, built = eb.cached_engine(onnx_path, key, builder(key), cache, stem='m-search',
+                                        force=True)
     assert forced == path and built and builder.calls == 2
 
 
@@ -110,7 +127,8 @@ def test_cache_rebuilds_when_any_key_field_changes(tmp_path):
 
     def get(version='10.3.0', gpu='Orin (sm_87)', precision='fp16'):
         key = eb.engine_key(onnx_path, version, gpu, precision)
-        return eb.cached_engine(onnx_path, key, builder(key), cache, stem='m-search')
+        path, _, built = eb.cached_engine(onnx_path, key, builder(key), cache, stem='m-search')
+        return path, built
 
     first, _ = get()
     newer_trt, built = get(version='10.7.0')
@@ -133,11 +151,25 @@ def test_cache_ignores_an_engine_whose_sidecar_names_another_key(tmp_path):
     cache = tmp_path / 'cache'
     key = eb.engine_key(onnx_path, '10.3.0', 'Orin', 'fp16')
     builder = _Builder()
-    path, _ = eb.cached_engine(onnx_path, key, builder(key), cache)
+    path, _, _ = eb.cached_engine(onnx_path, key, builder(key), cache)
     path.with_suffix('.json').write_text('{"precision": "fp16"}')  # truncated record
     assert eb.lookup_engine(cache, 'template', key) is None
-    _, built = eb.cached_engine(onnx_path, key, builder(key), cache)
+    _, _, built = eb.cached_engine(onnx_path, key, builder(key), cache)
     assert built and eb.lookup_engine(cache, 'template', key) == path
+
+
+def test_cache_misses_a_truncated_or_altered_engine_file(tmp_path):
+    onnx_path = tmp_path / 'search.onnx'
+    onnx_path.write_bytes(b'graph')
+    key = eb.engine_key(onnx_path, '10.3.0', 'Orin', 'fp16')
+    path, _, _ = eb.cached_engine(onnx_path, key, _Builder()(key), tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])  # power cut during a write
+    assert eb.lookup_engine(tmp_path, 'search', key) is None
+    path.write_bytes(data[:-1] + b'?')  # same size, other bytes
+    assert eb.lookup_engine(tmp_path, 'search', key) is None
+    path.write_bytes(data)
+    assert eb.lookup_engine(tmp_path, 'search', key) == path
 
 
 def test_cache_refuses_an_empty_build(tmp_path):
@@ -145,8 +177,55 @@ def test_cache_refuses_an_empty_build(tmp_path):
     onnx_path.write_bytes(b'graph')
     key = eb.engine_key(onnx_path, '10.3.0', 'Orin', 'fp16')
     with pytest.raises(eb.EngineBuildError, match='no data'):
-        eb.cached_engine(onnx_path, key, lambda p: b'', tmp_path / 'cache')
+        eb.cached_engine(onnx_path, key, lambda p: eb.BuiltEngine(b'', IO), tmp_path / 'cache')
     assert not list(tmp_path.glob('cache/*.engine'))
+
+
+@pytest.mark.parametrize('umask,mode', [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_cache_file_mode_follows_the_umask(tmp_path, umask, mode):
+    """Another user (a systemd service) must be able to read the cache the umask allows."""
+    onnx_path = tmp_path / 'search.onnx'
+    onnx_path.write_bytes(b'graph')
+    key = eb.engine_key(onnx_path, '10.3.0', 'Orin', 'fp16')
+    old = os.umask(umask)
+    try:
+        path, _, _ = eb.cached_engine(onnx_path, key, _Builder()(key), tmp_path / 'cache')
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
+    assert path.with_suffix('.json').stat().st_mode & 0o777 == mode
+
+
+def test_cache_files_are_fsynced_before_the_rename(tmp_path, monkeypatch):
+    onnx_path = tmp_path / 'search.onnx'
+    onnx_path.write_bytes(b'graph')
+    key = eb.engine_key(onnx_path, '10.3.0', 'Orin', 'fp16')
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(('fsync', os.path.realpath(f'/proc/self/fd/{fd}')))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(('replace', os.path.realpath(src)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(eb.os, 'fsync', fsync)
+    monkeypatch.setattr(eb.os, 'replace', replace)
+    path, _, _ = eb.cached_engine(onnx_path, key, _Builder()(key), tmp_path / 'cache')
+    renamed = [e[1] for e in events if e[0] == 'replace']
+    assert len(renamed) == 2  # engine and sidecar
+    for tmp in renamed:
+        assert ('fsync', tmp) in events[:events.index(('replace', tmp))], events
+    assert ('fsync', str(path.parent)) in events  # the directory entry too
+    # A write that fails leaves the old file and no temporary file behind.
+    before = path.read_bytes()
+    monkeypatch.setattr(eb.os, 'fsync', lambda fd: (_ for _ in ()).throw(OSError('disk full')))
+    with pytest.raises(OSError, match='disk full'):
+        eb.cached_engine(onnx_path, key, _Builder()(key), tmp_path / 'cache', force=True)
+    assert path.read_bytes() == before
+    assert sorted(p.suffix for p in path.parent.iterdir()) == ['.engine', '.json']
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
@@ -194,48 +273,393 @@ def test_parse_device():
     assert parse_device('cuda:1') == 1
     assert parse_device('gpu') == 0
     for bad in ('cpu', 'cuda:x', 'npu:0'):
-        with pytest.raises(BackendError):
+        with pytest.raises(CudaUnavailable):
             parse_device(bad)
 
 
 @pytest.fixture(scope='module')
-def alex_model(tmp_path_factory):
-    from siam_tracker_ros.nets.pysot_import import random_model
-    spec, _ = random_model('siamrpn_alex', tmp_path_factory.mktemp('alex') / 'model', seed=4)
-    return spec
+def tiny_ts(tmp_path_factory):
+    return models.template_search(tmp_path_factory.mktemp('tiny') / 'ts')
 
 
-def test_backend_says_clearly_when_tensorrt_cannot_run(alex_model):
+@pytest.fixture(scope='module')
+def tiny_bh(tmp_path_factory):
+    return models.backbone_head(tmp_path_factory.mktemp('tiny') / 'bh')
+
+
+def test_backend_says_clearly_when_tensorrt_cannot_run(tiny_ts):
     reason = _tensorrt_skip_reason()
     if not reason:
         pytest.skip('TensorRT and a GPU are present here; the missing-runtime path is moot')
-    with pytest.raises(BackendError) as info:
-        create_backend('tensorrt', alex_model, device='cuda')
+    with pytest.raises(CudaUnavailable) as info:
+        create_backend('tensorrt', tiny_ts, device='cuda')
     msg = str(info.value)
-    assert 'TensorRT' in msg or 'CUDA' in msg or 'cuda' in msg
-    assert 'onnxruntime' in msg or 'install' in msg
+    assert 'TensorRT' in msg and 'onnxruntime' in msg
 
 
-def test_ensure_engines_uses_the_cache_and_names_the_command_that_builds(alex_model, tmp_path):
+def test_ensure_engines_uses_the_cache_and_names_the_command_that_builds(tiny_ts, tmp_path):
     info = eb.RuntimeInfo('10.3.0', 'Orin (sm_87)')
-    with pytest.raises(BackendError, match='siam-model build-engine'):
-        eb.ensure_engines(alex_model, 'fp16', info=info, cache_dir=tmp_path, allow_build=False)
-    with pytest.raises(BackendError, match='--calib'):
-        eb.ensure_engines(alex_model, 'int8', info=info, cache_dir=tmp_path)
+    with pytest.raises(BackendError, match=f'siam-model build-engine .* --cache {tmp_path}'):
+        eb.ensure_engines(tiny_ts, 'fp16', info=info, cache_dir=tmp_path, allow_build=False)
+    with pytest.raises(BackendError, match='--int8 --calib FRAMES_DIR'):
+        eb.ensure_engines(tiny_ts, 'int8', info=info, cache_dir=tmp_path)
     # Engines put in the cache under the right keys are found without building.
-    for role in alex_model.graph_roles:
-        key = eb.engine_key(alex_model.path(role), info.trt_version, info.gpu_name, 'fp16')
-        eb.cached_engine(alex_model.path(role), key, lambda p: b'serialized', tmp_path,
-                         stem=f'{alex_model.name}-{role}')
-    found = eb.ensure_engines(alex_model, 'fp16', info=info, cache_dir=tmp_path,
+    for role in tiny_ts.graph_roles:
+        key = eb.engine_key(tiny_ts.path(role), info.trt_version, info.gpu_name, 'fp16')
+        eb.cached_engine(tiny_ts.path(role), key, lambda p: eb.BuiltEngine(b'serialized', IO),
+                         tmp_path, stem=eb.engine_stem(tiny_ts, role))
+    found = eb.ensure_engines(tiny_ts, 'fp16', info=info, cache_dir=tmp_path,
                               allow_build=False)
     assert sorted(found) == ['search', 'template']
     assert not any(e.built for e in found.values())
-    assert all(e.path.read_bytes() == b'serialized' for e in found.values())
+    assert all(e.path.read_bytes() == b'serialized' and e.io == IO for e in found.values())
     # Another TensorRT version is another key: nothing cached for it.
-    with pytest.raises(BackendError, match='no fp16 engine'):
-        eb.ensure_engines(alex_model, 'fp16', info=eb.RuntimeInfo('10.7.0', 'Orin (sm_87)'),
+    with pytest.raises(BackendError, match='no usable fp16 engine'):
+        eb.ensure_engines(tiny_ts, 'fp16', info=eb.RuntimeInfo('10.7.0', 'Orin (sm_87)'),
                           cache_dir=tmp_path, allow_build=False)
+
+
+# ------------------------------------------------------------------------------------------
+# the stand-in itself
+
+@pytest.fixture
+def standin():
+    with trt_standin.installed() as s:
+        yield s
+
+
+def test_standin_checks_types_bounds_and_shapes(standin, tiny_bh):
+    """The stand-in refuses what TensorRT / cuda-python refuse (it is not a yes-machine)."""
+    trt, rt = standin.trt, standin.cudart
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    config = builder.create_builder_config()
+    assert config.get_flag(trt.BuilderFlag.TF32)  # on by default, as on Orin
+    with pytest.raises(TypeError):
+        config.set_flag(1)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    with pytest.raises(TypeError):
+        parser.parse(str(tiny_bh.path('backbone')))
+    assert parser.parse(tiny_bh.path('backbone').read_bytes())
+    assert builder.build_serialized_network(network, config) is None  # dynamic, no profile
+    profile = builder.create_optimization_profile()
+    profile.set_shape('input', (1, 3, 127, 127), (1, 3, 255, 255), (1, 3, 255, 255))
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    runtime = trt.Runtime(logger)
+    assert runtime.deserialize_cuda_engine(bytes(plan)[:-10]) is None
+    engine = runtime.deserialize_cuda_engine(plan)
+    context = engine.create_execution_context()
+    assert not context.set_input_shape('input', (1, 3, 300, 300))
+    assert context.set_input_shape('input', (1, 3, 255, 255))
+    err, ptr = rt.cudaMalloc(16)
+    with pytest.raises(TypeError):
+        context.set_tensor_address('input', float(ptr))
+    context.set_tensor_address('input', ptr)  # far too small
+    err, out = rt.cudaMalloc(4 * 4 * 31 * 31)
+    context.set_tensor_address('output', out)
+    assert not context.execute_async_v3(0)
+    host = np.zeros(8, np.float32)
+    err, = rt.cudaMemcpyAsync(ptr, host.ctypes.data, 32, rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
+                              0)
+    assert err == rt.cudaError_t.cudaErrorInvalidValue  # past the end of the 16 bytes
+    with pytest.raises(TypeError):
+        rt.cudaMemcpyAsync(ptr, host.ctypes.data, 16, 1, 0)
+
+
+# ------------------------------------------------------------------------------------------
+# the backend through the stand-ins
+
+def _crops(seed=0, z=127, x=255):
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(0, 255, (1, 3, z, z)).astype(np.float32),
+            rng.uniform(0, 255, (1, 3, x, x)).astype(np.float32))
+
+
+def _assert_matches_onnxruntime(backend, spec, tol=1e-5, seed=0):
+    reference = OnnxRuntimeBackend(spec)
+    z, x = _crops(seed)
+    feats, ref_feats = backend.encode_template(z), reference.encode_template(z)
+    assert [f.shape for f in feats] == [f.shape for f in ref_feats]
+    got = backend.track(feats, x)
+    want = reference.track(ref_feats, x)
+    for name, g, w in zip(('cls', 'reg'), got, want):
+        assert g.shape == w.shape, name
+        assert np.abs(g - w).max() <= tol * np.abs(w).max(), name
+    return got
+
+
+def _backend(spec, cache, **options):
+    return create_backend('tensorrt', spec, device='cuda', cache_dir=str(cache), **options)
+
+
+@pytest.mark.parametrize('layout', ['template_search', 'backbone_head'])
+def test_tensorrt_backend_matches_onnxruntime(standin, tiny_ts, tiny_bh, tmp_path, layout):
+    spec = tiny_ts if layout == 'template_search' else tiny_bh
+    backend = _backend(spec, tmp_path, precision='fp32')
+    assert all(e.built for e in backend.engines.values())
+    cls, _ = _assert_matches_onnxruntime(backend, spec)
+    # Outputs are copies: a later call does not change an earlier result.
+    kept = cls.copy()
+    z, x = _crops(seed=5)
+    backend.track(backend.encode_template(z), x)
+    assert np.array_equal(cls, kept)
+    backend.close()
+    again = _backend(spec, tmp_path, precision='fp32')
+    assert not any(e.built for e in again.engines.values())  # served from the cache
+    _assert_matches_onnxruntime(again, spec)
+    again.close()
+
+
+@pytest.mark.parametrize('layout', ['template_search', 'backbone_head'])
+def test_reordered_engine_io_still_gives_cls_and_reg(standin, tiny_ts, tiny_bh, tmp_path,
+                                                     layout):
+    """Bind by the recorded ONNX names: TensorRT documents no I/O order."""
+    spec = tiny_ts if layout == 'template_search' else tiny_bh
+    standin.controls.reverse_io = True
+    backend = _backend(spec, tmp_path, precision='fp32')
+    head = backend.engines[spec.graph_roles[1]]
+    engine = standin.trt.Runtime(eb.trt_logger(standin.trt)).deserialize_cuda_engine(
+        head.path.read_bytes())
+    order = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    assert order == list(reversed(head.io.inputs + head.io.outputs))  # really reversed
+    _assert_matches_onnxruntime(backend, spec)
+    backend.close()
+
+
+def test_truncated_engine_is_rebuilt(standin, tiny_ts, tmp_path):
+    _backend(tiny_ts, tmp_path).close()
+    search = next(tmp_path.glob('*search-fp16-*.engine'))
+    data = search.read_bytes()
+    search.write_bytes(data[:len(data) // 3])  # power lost while writing
+    backend = _backend(tiny_ts, tmp_path)
+    assert backend.engines['search'].built and not backend.engines['template'].built
+    assert search.read_bytes() == data
+    _assert_matches_onnxruntime(backend, tiny_ts, tol=3e-2)
+    backend.close()
+
+
+def test_engine_tensorrt_cannot_load_is_rebuilt_or_refused(standin, tiny_ts, tmp_path):
+    """A plan that matches its record but fails to deserialize (TensorRT returns None)."""
+    _backend(tiny_ts, tmp_path).close()
+    engine = next(tmp_path.glob('*template-fp16-*.engine'))
+    record = json.loads(engine.with_suffix('.json').read_text())
+    damaged = b'not a plan' + engine.read_bytes()[10:]
+    engine.write_bytes(damaged)
+    record['engine_sha256'] = __import__('hashlib').sha256(damaged).hexdigest()
+    engine.with_suffix('.json').write_text(json.dumps(record))
+    with pytest.raises(BackendError, match='cannot load .*siam-model build-engine .*--force'):
+        _backend(tiny_ts, tmp_path, build=False)
+    backend = _backend(tiny_ts, tmp_path)
+    assert backend.engines['template'].built
+    _assert_matches_onnxruntime(backend, tiny_ts, tol=3e-2)
+    backend.close()
+
+
+def test_fp32_builds_clear_tf32(standin, tiny_ts, tmp_path):
+    _backend(tiny_ts, tmp_path / 'a', precision='fp32').close()
+    _backend(tiny_ts, tmp_path / 'b', precision='fp16').close()
+    flags = [set(b['flags']) for b in standin.controls.builds]
+    assert len(flags) == 4
+    assert all('TF32' not in f and 'FP16' not in f for f in flags[:2]), flags
+    assert all('FP16' in f for f in flags[2:]), flags
+
+
+def test_rejected_input_shape_raises_a_clear_error(standin, tiny_bh, tmp_path):
+    backend = _backend(tiny_bh, tmp_path)
+    small, _ = _crops(z=100)  # below the profile's minimum (the exemplar size)
+    with pytest.raises(BackendError, match=r'rejected shape \(1, 3, 100, 100\).*127, 127'):
+        backend.encode_template(small)
+    backend.close()
+
+
+def test_close_frees_buffers_and_stream(standin, tiny_bh, tmp_path):
+    before = standin.gpu.live()
+    backend = _backend(tiny_bh, tmp_path)
+    during = standin.gpu.live()
+    assert during['device'] > before['device'] and during['streams'] == before['streams'] + 1
+    backend.close()
+    assert standin.gpu.live() == before
+    backend.close()  # idempotent
+    with pytest.raises(BackendError, match='closed'):
+        backend.encode_template(_crops()[0])
+
+
+def test_one_tensorrt_logger_for_every_builder_and_runtime(standin, tiny_ts, tmp_path):
+    _backend(tiny_ts, tmp_path / 'a').close()
+    _backend(tiny_ts, tmp_path / 'a').close()
+    _backend(tiny_ts, tmp_path / 'b', precision='fp32').close()
+    assert len(standin.controls.builds) == 4
+    assert not [m for m in standin.controls.messages if 'logger' in m[1]]
+
+
+def test_node_backend_options_reach_the_backend(standin, tiny_ts, tmp_path):
+    """Pass what the node passes: precision and cache_dir, to backends that take them."""
+    from siam_tracker_ros.factory import load_tracker
+    options = {'precision': 'fp32', 'cache_dir': str(tmp_path / 'engines')}
+    tracker = load_tracker(tiny_ts, backend='tensorrt', device='cuda', backend_options=options)
+    assert tracker.backend.name == 'tensorrt' and tracker.backend.precision == 'fp32'
+    assert all(e.path.parent == tmp_path / 'engines' for e in tracker.backend.engines.values())
+    tracker.backend.close()
+    tracker = load_tracker(tiny_ts, backend='onnxruntime', device='cpu',
+                           backend_options=options)
+    assert tracker.backend.name == 'onnxruntime'
+    with pytest.raises(BackendError, match=r'no usable int8 engine.*--int8 --calib'):
+        load_tracker(tiny_ts, backend='tensorrt', device='cuda',
+                     backend_options=dict(options, precision='int8'))
+
+
+# ------------------------------------------------------------------------------------------
+# 'auto'
+
+def test_auto_falls_back_to_onnxruntime_when_tensorrt_has_no_cuda_bindings(tiny_ts, tmp_path,
+                                                                           caplog):
+    with trt_standin.installed(cuda=False):
+        import tensorrt  # noqa: F401 - it imports: only the CUDA bindings are missing
+        choice = choose_backend('auto', 'cuda')
+        assert choice.name == 'onnxruntime' and choice.device == 'cpu'
+        assert 'cuda-python' in choice.reason and 'pycuda' in choice.reason
+        with caplog.at_level(logging.INFO, logger='siam_tracker_ros.backends.registry'):
+            backend = create_backend('auto', tiny_ts, device='cuda', precision='fp16',
+                                     cache_dir=str(tmp_path))
+        assert backend.name == 'onnxruntime' and backend.device == 'cpu'
+        assert 'onnxruntime' in caplog.text and 'cuda-python' in caplog.text
+        backend = create_backend('auto', tiny_ts, device='cuda', precision='int8', build=True)
+        assert backend.name == 'onnxruntime' and backend.precision == 'fp32'
+    with trt_standin.installed():
+        assert choose_backend('auto', 'cuda').name == 'tensorrt'
+        assert choose_backend('auto', 'cuda:1').name == 'onnxruntime'  # no such device
+    assert choose_backend('auto', 'cpu').name == 'onnxruntime'
+
+
+# ------------------------------------------------------------------------------------------
+# siam-model build-engine / check-backend
+
+def _frames(folder, seed):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(3):
+        coarse = rng.uniform(0, 255, (12, 16, 3)).astype(np.uint8)
+        cv2.imwrite(str(folder / f'{i:04d}.png'), cv2.resize(coarse, (160, 120)))
+    return folder
+
+
+def _build(*args):
+    return siam_model.main(['build-engine', *map(str, args)])
+
+
+def test_int8_calibration_table_follows_the_frames_and_force(
+        standin, tiny_ts, tmp_path, capsys):
+    cache = tmp_path / 'cache'
+    frames_a, frames_b = _frames(tmp_path / 'a', 1), _frames(tmp_path / 'b', 2)
+    builds = standin.controls.builds
+
+    def build(frames, *extra):
+        builds.clear()
+        assert _build(tiny_ts.root, '--int8', '--calib', frames, '--calib-count', 2, '--cache',
+                      cache, *extra) == mt.EXIT_OK, capsys.readouterr().err
+        return [b['calibrated'] for b in builds]
+
+    def drop_engines():
+        for p in cache.glob('*.engine'):
+            p.unlink()
+
+    assert build(frames_a) == [True, True]
+    assert all(b['calibration_batches'] == 2 for b in builds)
+    assert 'calibrated on 2 crop batches' in capsys.readouterr().out
+    drop_engines()
+    assert build(frames_a) == [False, False]  # same frames: the cached table
+    assert 'calibration table reused' in capsys.readouterr().out
+    drop_engines()
+    assert build(frames_b) == [True, True]  # other frames: recalibrated
+    assert build(frames_b, '--force') == [True, True]  # --force ignores the table
+    assert build(frames_b) == []  # engines cached: nothing built
+    assert len(list(cache.glob('*.calib'))) == 2  # one table per graph, the latest frames
+    assert standin.gpu.live()['device'] == 0  # the calibrator's buffers are freed
+
+
+def test_calibration_crops_are_normalised_like_the_backend(standin, tmp_path):
+    mean, std = (100.0, 110.0, 120.0), (50.0, 60.0, 70.0)
+    spec = models.template_search(tmp_path / 'norm', seed=3, mean=mean, std=std)
+    frames = _frames(tmp_path / 'frames', 4)
+    batches = mt.calibration_batches(spec, str(frames), count=2)
+    pairs, _ = mt.crop_pairs(spec, str(frames), 2)
+    m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+    s = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+    reference = OnnxRuntimeBackend(spec)
+    for pair, t_feed, s_feed in zip(pairs, batches['template'], batches['search']):
+        np.testing.assert_allclose(t_feed['template'], (pair.template - m) / s, rtol=1e-6)
+        np.testing.assert_allclose(s_feed['search'], (pair.search - m) / s, rtol=1e-6)
+        zf0, zf1 = reference.encode_template(pair.template)  # normalises itself
+        np.testing.assert_allclose(s_feed['zf0'], zf0, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(s_feed['zf1'], zf1, rtol=1e-5, atol=1e-6)
+    # The calibrator feeds TensorRT the normalised crops (pixels would reach 255).
+    assert _build(spec.root, '--int8', '--calib', frames, '--calib-count', 2, '--cache',
+                  tmp_path / 'cache') == mt.EXIT_OK
+    template_build = standin.controls.builds[0]
+    assert 0 < template_build['calibration_amax']['template'] < 5
+
+
+def _check(*args):
+    return siam_model.main(['check-backend', '--backend', 'tensorrt', *map(str, args)])
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'fp16'])
+def test_check_backend_passes_on_the_standin(standin, tiny_ts, tmp_path, capsys, precision):
+    rc = _check(tiny_ts.root, '--precision', precision, '--cache', tmp_path, '--count', 2)
+    out = capsys.readouterr().out
+    assert rc == mt.EXIT_OK, out
+    assert 'PASS' in out and standin.gpu.live()['device'] == 0  # closed after the check
+
+
+def test_check_backend_exits_1_with_the_reason_on_a_run_time_error(
+        standin, tiny_ts, tmp_path, capsys):
+    standin.controls.fail_execute = True
+    rc = _check(tiny_ts.root, '--cache', tmp_path, '--count', 2)
+    err = capsys.readouterr().err
+    assert rc == mt.EXIT_FAILED
+    assert 'TensorRT execution failed' in err and 'Traceback' not in err
+
+
+def test_check_backend_missing_int8_engine_exits_1_not_3(standin, tiny_ts, tmp_path, capsys):
+    rc = _check(tiny_ts.root, '--precision', 'int8', '--cache', tmp_path, '--count', 2)
+    err = capsys.readouterr().err
+    assert rc == mt.EXIT_FAILED, err
+    assert 'not possible here' not in err
+    assert f'siam-model build-engine {tiny_ts.root} --int8 --calib FRAMES_DIR' in err
+
+
+def test_check_backend_exits_3_without_cuda_bindings(tiny_ts, tmp_path, capsys):
+    with trt_standin.installed(cuda=False):
+        rc = _check(tiny_ts.root, '--cache', tmp_path, '--count', 2)
+    err = capsys.readouterr().err
+    assert rc == mt.EXIT_UNAVAILABLE and 'not possible here' in err and 'pycuda' in err
+
+
+def test_build_engine_exports_tensorrt_safe_graphs_for_upstream_nanotrack_v3(
+        standin, tmp_path, capsys):
+    """Upstream v3's head has Conv nodes with run-time weights: TensorRT cannot build it."""
+    pytest.importorskip('torch', reason='the split export of the checkpoint needs PyTorch')
+    upstream = need(MODELS / 'nanotrack-v3')
+    imported = tmp_path / 'nanotrack-v3'
+    assert siam_model.main(['import', 'nanotrack', str(upstream), '--out',
+                            str(imported)]) == 0
+    from siam_tracker_ros.core.manifest import load_manifest
+    spec = load_manifest(imported)
+    with pytest.raises(eb.EngineBuildError, match='Conv'):  # the stand-in parser refuses it
+        eb.build_engine(spec.path('head'))
+    cache = tmp_path / 'cache'
+    capsys.readouterr()
+    assert _build(imported, '--fp32', '--cache', cache) == mt.EXIT_OK
+    out = capsys.readouterr().out
+    assert 'run-time weights' in out and str(cache / 'models') in out
+    assert '  template: ' in out and '  search: ' in out
+    # The backend uses the same export, and its outputs are the upstream model's.
+    backend = _backend(spec, cache, precision='fp32')
+    assert not any(e.built for e in backend.engines.values())
+    _assert_matches_onnxruntime(backend, spec, tol=1e-3)
+    backend.close()
 
 
 # ------------------------------------------------------------------------------------------
@@ -248,23 +672,25 @@ def trt_ready():
         pytest.skip(f'needs TensorRT 10 and an NVIDIA GPU: {reason}')
 
 
+@pytest.fixture(scope='module')
+def alex_model(tmp_path_factory):
+    pytest.importorskip('torch', reason='the random SiamRPN model is built with PyTorch')
+    from siam_tracker_ros.nets.pysot_import import random_model
+    spec, _ = random_model('siamrpn_alex', tmp_path_factory.mktemp('alex') / 'model', seed=4)
+    return spec
+
+
 @pytest.mark.parametrize('precision,tolerance', [('fp32', 1e-3), ('fp16', 3e-2)])
-def test_tensorrt_matches_onnxruntime(trt_ready, alex_model, tmp_path, precision, tolerance):
-    from siam_tracker_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+def test_tensorrt_matches_onnxruntime_on_a_gpu(trt_ready, alex_model, tmp_path, precision,
+                                               tolerance):
     from siam_tracker_ros.cli.model_tools import compare_backends, crop_pairs
-    backend = create_backend('tensorrt', alex_model, device='cuda', precision=precision,
-                             cache_dir=tmp_path)
+    backend = _backend(alex_model, tmp_path, precision=precision)
     assert all(e.built for e in backend.engines.values())
     pairs, _ = crop_pairs(alex_model, None, 4)
     report = compare_backends(alex_model, backend, OnnxRuntimeBackend(alex_model), pairs,
                               tolerance)
     assert report['passed'], report['outputs']
-    # Outputs are copies: a later call does not change an earlier result.
-    feats = backend.encode_template(pairs[0].template)
-    cls, _ = backend.track(feats, pairs[0].search)
-    kept = cls.copy()
-    backend.track(backend.encode_template(pairs[1].template), pairs[1].search)
-    assert np.array_equal(cls, kept)
-    again = create_backend('tensorrt', alex_model, device='cuda', precision=precision,
-                           cache_dir=tmp_path)
+    backend.close()
+    again = _backend(alex_model, tmp_path, precision=precision)
     assert not any(e.built for e in again.engines.values())  # served from the cache
+    again.close()

@@ -6,6 +6,7 @@ Parity tolerances, relative to the largest reference value: template features 2e
 """
 import dataclasses
 
+import needs_torch  # noqa: F401
 import numpy as np
 import pytest
 import torch

@@ -1,22 +1,47 @@
-"""ONNX Runtime backend, tuned for small CPUs, using CUDA / TensorRT providers when present."""
+"""
+ONNX Runtime backend, tuned for small CPUs, using CUDA / TensorRT providers when present.
+
+On a GPU device ('cuda', 'cuda:N', 'gpu', 'gpu:N') the TensorRT execution provider comes
+first when the onnxruntime build has it (onnxruntime-gpu; on a Jetson the Jetson AI Lab
+wheels), then CUDA, then the CPU for what neither takes. Both GPU providers get
+``device_id=N``. The TensorRT provider keeps its engines in a cache beside the tensorrt
+backend's (``<engine cache>/ort-trt/<model>-<key>-<precision>``, see ``ort_trt_cache_dir``), so
+only the first start builds them (minutes on a Jetson). Which provider actually runs is what
+``session.get_providers()`` reports: ``provider`` holds it, and it is logged.
+"""
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+from pathlib import Path
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..core.manifest import ModelSpec
-from .base import BackendError, Features, as_features
+from .base import as_features, BackendError, Features
+from .cuda import parse_device
+from ..core.manifest import ModelSpec, sha256_of
+
+LOG = logging.getLogger(__name__)
 
 # Input name of the search crop in the backbone+head graph built by search_graph().
 SEARCH_INPUT = 'search'
-# Execution providers tried in this order on a GPU device ('cuda', 'cuda:N', 'gpu').
-_GPU_PROVIDERS = ('TensorrtExecutionProvider', 'CUDAExecutionProvider')
+TENSORRT_EP = 'TensorrtExecutionProvider'
+CUDA_EP = 'CUDAExecutionProvider'
+CPU_EP = 'CPUExecutionProvider'
+# Precisions of the TensorRT provider (trt_fp16_enable); the other providers run fp32.
+PRECISIONS = ('fp32', 'fp16')
+# Folder of the TensorRT provider's engines inside the engine cache (engine_build).
+ORT_TRT_FOLDER = 'ort-trt'
+
+Provider = Tuple[str, Dict[str, object]]
 
 
 def default_threads() -> int:
-    """Intra-op threads of the per-frame (search) session: every core, at most 4.
+    """
+    Intra-op threads of the per-frame (search) session: every core, at most 4.
 
     Measured on a 2-core machine (NanoTrack v2, ORT 1.31, frames/s of update() on David, bag
     and uav_boat5, OpenCV TrackerNano in the same process): plain tracker 1 thread 345, 2
@@ -28,34 +53,104 @@ def default_threads() -> int:
     return max(1, min(4, cores))
 
 
-def choose_providers(device: str, available: Sequence[str]) -> List[str]:
-    """Execution providers for ``device``: GPU ones first when asked for and present."""
+def check_precision(precision: str) -> str:
+    """Return ``precision`` when onnxruntime can run it, else raise BackendError saying why."""
+    if precision == 'int8':
+        raise BackendError('precision int8 needs a calibrated TensorRT engine: use the tensorrt '
+                           'backend (siam-model build-engine --int8); onnxruntime runs fp32 or '
+                           'fp16')
+    if precision not in PRECISIONS:
+        raise BackendError(f'unknown precision {precision!r}; onnxruntime runs {PRECISIONS}')
+    return precision
+
+
+def choose_providers(device: str, available: Sequence[str], precision: str = 'fp32',
+                     trt_cache: Optional[Path] = None) -> List[Provider]:
+    """
+    Choose the execution providers and their options for ``device``, in priority order.
+
+    'cpu' gives the CPU provider alone. A GPU device gives the TensorRT provider (when
+    ``available``; fp16 when ``precision`` is 'fp16', its engine cache in ``trt_cache`` when
+    given) and the CUDA provider, both with the device's ``device_id``, then the CPU one.
+    """
+    check_precision(precision)
     if device == 'cpu':
-        return ['CPUExecutionProvider']
+        return [(CPU_EP, {})]
     if not device.startswith(('cuda', 'gpu')):
         raise BackendError(f'unknown device {device!r}; use cpu or cuda[:N]')
-    gpu = [p for p in _GPU_PROVIDERS if p in available]
-    if not gpu:
+    index = parse_device(device)
+    providers: List[Provider] = []
+    if TENSORRT_EP in available:
+        trt: Dict[str, object] = {'device_id': index, 'trt_fp16_enable': precision == 'fp16'}
+        if trt_cache is not None:
+            trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(trt_cache))
+        providers.append((TENSORRT_EP, trt))
+    if CUDA_EP in available:
+        providers.append((CUDA_EP, {'device_id': index}))
+    if not providers:
         raise BackendError(f'device {device!r} asked for, but this onnxruntime build has no GPU '
                            f'execution provider (available: {list(available)}); install '
                            'onnxruntime-gpu or use device cpu')
-    return gpu + ['CPUExecutionProvider']
+    return providers + [(CPU_EP, {})]
+
+
+def provider_warnings(asked: str, running: str, device: str, precision: str) -> List[str]:
+    """
+    Return what to warn about once the sessions run on ``running`` after asking for ``asked``.
+
+    A GPU provider that did not start (its CUDA / TensorRT libraries missing) and fp16 asked
+    for on a GPU without the TensorRT provider (the others run fp32).
+    """
+    warnings = []
+    if running != asked:
+        warnings.append(f'onnxruntime could not start {asked} for device {device} and runs on '
+                        f'{running}: check that the CUDA / TensorRT libraries of this '
+                        'onnxruntime-gpu build are installed')
+    if precision == 'fp16' and device != 'cpu' and running != TENSORRT_EP:
+        warnings.append(f'precision fp16 applies to the TensorRT execution provider only; '
+                        f'{running} runs fp32')
+    return warnings
+
+
+def ort_trt_cache_dir(spec: ModelSpec, precision: str, cache_dir=None) -> Path:
+    """
+    Return the engine folder of the TensorRT provider for ``spec`` at ``precision``.
+
+    ``<cache_dir>/ort-trt/<model name>-<key>-<precision>``; ``cache_dir`` defaults to the
+    tensorrt backend's engine cache ($SIAM_ENGINE_CACHE, else ~/.cache/siam_tracker_ros/engines).
+    ONNX Runtime names its engines after the graph's file name and tensor names, not its
+    weights, so the key (sha256 over the graph files' hashes) keeps a re-imported or
+    fine-tuned model with the same graph from loading another model's engines.
+    """
+    from .engine_build import default_cache_dir
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    parts = []
+    for role in spec.graph_roles:
+        digest = spec.sha256.get(role) or sha256_of(spec.path(role))
+        parts.append(f'{role}={digest.lower()}')
+    key = hashlib.sha256('|'.join(parts).encode('utf-8')).hexdigest()[:16]
+    name = re.sub(r'[^A-Za-z0-9_.-]+', '_', spec.name) or 'model'
+    return root / ORT_TRT_FOLDER / f'{name}-{key}-{precision}'
 
 
 def search_graph(backbone_path, head_path) -> bytes:
-    """Backbone and head joined into one graph: (template features, search crop) -> (cls, reg).
+    """
+    Backbone and head joined into one graph: (template features, search crop) -> (cls, reg).
 
     The head's inputs are (template features, search features); the backbone's output feeds
     the second. Errors name the files, so a corrupt model is reported where it entered.
     """
     import onnx
     from onnx import compose
-    try:
-        backbone = onnx.load(str(backbone_path))
-        head = onnx.load(str(head_path))
-    except Exception as exc:  # noqa: BLE001 - protobuf decode errors come in several types
-        raise BackendError(f'cannot read {backbone_path} / {head_path}: {exc}; the files may be '
-                           'corrupt: re-import or re-fetch the model') from exc
+
+    def read(role, path):
+        try:
+            return onnx.load(str(path))
+        except Exception as exc:  # noqa: BLE001 - protobuf decode errors come in several types
+            raise BackendError(f'cannot read the {role} graph {path}: {exc}; the file may be '
+                               'corrupt: re-import or re-fetch the model') from exc
+    backbone = read('backbone', backbone_path)
+    head = read('head', head_path)
     head_inputs = [i.name for i in head.graph.input]
     if len(head_inputs) != 2 or len(backbone.graph.output) != 1:
         raise BackendError(f'{head_path} has inputs {head_inputs}; expected (template features, '
@@ -81,14 +176,26 @@ class OnnxRuntimeBackend:
     name = 'onnxruntime'
 
     def __init__(self, spec: ModelSpec, device: str = 'cpu', threads: Optional[int] = None,
-                 optimization: str = 'all'):
+                 optimization: str = 'all', precision: str = 'fp32', cache_dir=None):
         try:
             import onnxruntime as ort
         except ImportError as exc:
             raise BackendError('onnxruntime is not installed: pip install onnxruntime') from exc
         self.spec = spec
         self.device = device
-        self.providers = choose_providers(device, ort.get_available_providers())
+        self.precision = check_precision(precision)
+        available = ort.get_available_providers()
+        trt_cache = None
+        if device != 'cpu' and TENSORRT_EP in available:
+            trt_cache = ort_trt_cache_dir(spec, precision, cache_dir)
+        self.providers = choose_providers(device, available, precision, trt_cache)
+        if trt_cache is not None:
+            try:
+                trt_cache.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BackendError(f'cannot create the TensorRT provider engine cache '
+                                   f'{trt_cache}: {exc}; set SIAM_ENGINE_CACHE to a writable '
+                                   'folder') from exc
         levels = {'none': ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                   'basic': ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                   'extended': ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -134,6 +241,16 @@ class OnnxRuntimeBackend:
         self._search_name = next((n for n in second_inputs if n in ('search', SEARCH_INPUT)),
                                  second_inputs[0])
         self._feature_names = [n for n in second_inputs if n != self._search_name]
+        self.active_providers: List[str] = list(self._second.get_providers())
+        self.provider = self.active_providers[0]
+        self._report_providers()
+
+    def _report_providers(self) -> None:
+        LOG.info('onnxruntime runs %s on %s (registered: %s)', self.spec.name, self.provider,
+                 ', '.join(self.active_providers))
+        for warning in provider_warnings(self.providers[0][0], self.provider, self.device,
+                                         self.precision):
+            LOG.warning('%s', warning)
 
     def _session(self, ort, opts, path, model_bytes: Optional[bytes] = None):
         try:

@@ -1,256 +1,109 @@
-"""TensorRT backend (TensorRT 10 name-based API), for Jetson (JetPack 6) and desktop GPUs.
+"""
+TensorRT backend (TensorRT 10 name-based API), for Jetson (JetPack 6) and desktop GPUs.
 
 Small and conventional on purpose; it cannot run without an NVIDIA GPU:
 
 * one engine per ONNX graph of the model (``template``/``search`` or ``backbone``/``head``),
   taken from the engine cache or built there (``engine_build``: FP32/FP16; INT8 engines are
-  built beforehand by ``siam-model build-engine --int8 --calib FRAMES``);
+  built beforehand by ``siam-model build-engine --int8 --calib FRAMES``); an engine that
+  TensorRT cannot load is rebuilt when building is allowed;
+* engine inputs and outputs are bound by the ONNX names recorded when the engine was built
+  (TensorRT documents no order of an engine's I/O tensors);
 * device and pinned host buffers allocated once per engine, addresses bound once with
   ``set_tensor_address``; one CUDA stream; ``execute_async_v3``;
 * outputs are copied out of the reused host buffers before they are returned (a later call
-  overwrites the buffers).
+  overwrites the buffers); ``close()`` frees the buffers and the stream.
 
-CUDA is reached through cuda-python (``cuda.bindings.runtime``, or ``cuda.cudart`` in older
-releases) when importable, else pycuda. A zero-code alternative on a GPU is the onnxruntime
-backend with device ``cuda``: it uses ONNX Runtime's TensorRT / CUDA execution providers when
-the installed onnxruntime-gpu has them.
+CUDA is reached through ``backends.cuda`` (cuda-python, else pycuda). A zero-code alternative
+on a GPU is the onnxruntime backend with device ``cuda``: it uses ONNX Runtime's TensorRT /
+CUDA execution providers when the installed onnxruntime-gpu has them.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import engine_build as eb
+from .base import as_features, BackendError, Features
+from .cuda import cuda_api, parse_device
 from ..core.manifest import ModelSpec
-from .base import BackendError, Features, as_features
+
+__all__ = ['EngineLoadError', 'EngineRunner', 'TensorRTBackend', 'parse_device']
 
 LOG = logging.getLogger(__name__)
 
 
-def parse_device(device: str) -> int:
-    """CUDA device index of 'cuda', 'cuda:N', 'gpu' or 'gpu:N'; BackendError for anything else."""
-    text = str(device or '').strip().lower()
-    head, _, index = text.partition(':')
-    if head not in ('cuda', 'gpu'):
-        raise BackendError(f'the tensorrt backend runs on an NVIDIA GPU; device {device!r} is '
-                           'not one (use cuda or cuda:N, or the onnxruntime backend on a CPU)')
-    if not index:
-        return 0
-    if not index.isdigit():
-        raise BackendError(f'bad CUDA device {device!r}; use cuda:N with N an integer')
-    return int(index)
-
-
-# ----------------------------------------------------------------------------------------------
-# CUDA access: cuda-python first, pycuda second
-
-class _CudaPython:
-    """CUDA runtime API through cuda-python (uses the device's primary context)."""
-
-    library = 'cuda-python'
-
-    def __init__(self, device: int):
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart  # cuda-python < 12.6
-        self._rt = cudart
-        self.device = device
-        self._pinned: List[int] = []
-        self._call(cudart.cudaSetDevice(device))
-
-    def _call(self, result):
-        err, rest = result[0], result[1:]
-        if err != self._rt.cudaError_t.cudaSuccess:
-            raise BackendError(f'CUDA runtime error {err}')
-        if not rest:
-            return None
-        return rest[0] if len(rest) == 1 else rest
-
-    @contextlib.contextmanager
-    def active(self):
-        """Make the device current for this thread (the runtime API needs only the device)."""
-        self._call(self._rt.cudaSetDevice(self.device))
-        yield
-
-    def device_name(self) -> str:
-        prop = self._call(self._rt.cudaGetDeviceProperties(self.device))
-        name = prop.name.decode(errors='replace') if isinstance(prop.name, bytes) else prop.name
-        return f'{name.strip(chr(0)).strip()} (sm_{prop.major}{prop.minor})'
-
-    def malloc(self, nbytes: int) -> int:
-        return int(self._call(self._rt.cudaMalloc(max(int(nbytes), 1))))
-
-    def free(self, ptr: int) -> None:
-        self._rt.cudaFree(ptr)
-
-    def free_host(self, array: np.ndarray) -> None:
-        ptr = array.ctypes.data
-        if ptr in self._pinned:
-            self._pinned.remove(ptr)
-            self._rt.cudaFreeHost(ptr)
-
-    def host_empty(self, shape: Tuple[int, ...], dtype) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        count = int(np.prod(shape))
-        ptr = int(self._call(self._rt.cudaMallocHost(max(count * dtype.itemsize, 1))))
-        raw = (ctypes.c_byte * (count * dtype.itemsize)).from_address(ptr)
-        self._pinned.append(ptr)
-        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
-
-    def stream(self) -> int:
-        return int(self._call(self._rt.cudaStreamCreate()))
-
-    def copy_to_device(self, dst: int, src: np.ndarray, stream: int = 0) -> None:
-        self._call(self._rt.cudaMemcpyAsync(
-            dst, src.ctypes.data, src.nbytes,
-            self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
-        if not stream:
-            self.synchronize(0)
-
-    def copy_to_host(self, dst: np.ndarray, src: int, nbytes: int, stream: int) -> None:
-        self._call(self._rt.cudaMemcpyAsync(
-            dst.ctypes.data, src, nbytes, self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-            stream))
-
-    def synchronize(self, stream: int) -> None:
-        self._call(self._rt.cudaStreamSynchronize(stream))
-
-
-class _PyCuda:
-    """The same operations through pycuda, with its primary context pushed per call."""
-
-    library = 'pycuda'
-
-    def __init__(self, device: int):
-        import pycuda.driver as drv
-        drv.init()
-        self._drv = drv
-        self.device = device
-        self._dev = drv.Device(device)
-        self._ctx = self._dev.retain_primary_context()
-        self._keep: List[object] = []
-        self._streams: Dict[int, object] = {}
-
-    @contextlib.contextmanager
-    def active(self):
-        """Push the primary context for the duration of a call (any thread)."""
-        self._ctx.push()
-        try:
-            yield
-        finally:
-            self._drv.Context.pop()
-
-    def device_name(self) -> str:
-        major, minor = self._dev.compute_capability()
-        return f'{self._dev.name().strip()} (sm_{major}{minor})'
-
-    def malloc(self, nbytes: int) -> int:
-        with self.active():
-            mem = self._drv.mem_alloc(max(int(nbytes), 1))
-        self._keep.append(mem)
-        return int(mem)
-
-    def free(self, ptr: int) -> None:
-        for mem in list(self._keep):
-            if int(mem) == ptr:
-                self._keep.remove(mem)
-                with self.active():
-                    mem.free()
-
-    def free_host(self, array: np.ndarray) -> None:
-        """Page-locked arrays are released by pycuda when collected."""
-
-    def host_empty(self, shape: Tuple[int, ...], dtype) -> np.ndarray:
-        with self.active():
-            return self._drv.pagelocked_empty(shape, np.dtype(dtype))
-
-    def stream(self) -> int:
-        with self.active():
-            s = self._drv.Stream()
-        self._streams[s.handle] = s
-        return int(s.handle)
-
-    def copy_to_device(self, dst: int, src: np.ndarray, stream: int = 0) -> None:
-        if stream:
-            self._drv.memcpy_htod_async(dst, src, self._streams[stream])
-        else:
-            with self.active():
-                self._drv.memcpy_htod(dst, src)
-
-    def copy_to_host(self, dst: np.ndarray, src: int, nbytes: int, stream: int) -> None:
-        view = dst.reshape(-1).view(np.uint8)[:nbytes]
-        self._drv.memcpy_dtoh_async(view, src, self._streams[stream])
-
-    def synchronize(self, stream: int) -> None:
-        self._streams[stream].synchronize()
-
-
-_CUDA: Dict[int, object] = {}
-
-
-def cuda_api(device: int = 0):
-    """The process-wide CUDA helper for ``device`` (cuda-python, else pycuda)."""
-    if device in _CUDA:
-        return _CUDA[device]
-    errors = []
-    for cls in (_CudaPython, _PyCuda):
-        try:
-            api = cls(device)
-        except ImportError as exc:
-            errors.append(f'{cls.library}: {exc}')
-            continue
-        except Exception as exc:  # noqa: BLE001 - driver errors come in several types
-            raise BackendError(f'CUDA device {device} is not usable through {cls.library}: '
-                               f'{exc}') from exc
-        _CUDA[device] = api
-        return api
-    raise BackendError('neither cuda-python nor pycuda is importable (' + '; '.join(errors) +
-                       '); install one: pip install "cuda-python>=12,<13" (CUDA 12, as on '
-                       'JetPack 6) or pip install pycuda')
+class EngineLoadError(BackendError):
+    """TensorRT cannot load an engine file (another TensorRT or GPU, or damaged): rebuild it."""
 
 
 # ----------------------------------------------------------------------------------------------
 # one engine
 
 class EngineRunner:
-    """A deserialized engine with its execution context and buffers, all made once."""
+    """
+    A deserialized engine with its execution context and buffers, all made once.
 
-    def __init__(self, trt, engine_bytes: bytes, cuda, stream: int, label: str = 'engine'):
+    ``inputs`` and ``outputs`` are the graph's tensor names in ONNX order (from ``io``); every
+    buffer is bound by name.
+    """
+
+    def __init__(self, trt, runtime, engine_bytes: bytes, io: eb.EngineIO, cuda, stream: int,
+                 label: str = 'engine'):
         self.label = label
-        self._trt = trt
         self._cuda = cuda
         self._stream = stream
-        with cuda.active():
-            self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-            self.engine = self._runtime.deserialize_cuda_engine(engine_bytes)
-            if self.engine is None:
-                raise BackendError(f'TensorRT cannot load the {label} engine (built by another '
-                                   'TensorRT version or for another GPU?); rebuild it with '
-                                   '`siam-model build-engine MODEL --force`')
-            self.context = self.engine.create_execution_context()
-        self.inputs: List[str] = []
-        self.outputs: List[str] = []
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            (self.inputs if is_input else self.outputs).append(name)
         self._dynamic: Dict[str, bool] = {}
         self._host: Dict[str, np.ndarray] = {}
         self._device: Dict[str, int] = {}
+        self.context = None
         with cuda.active():
-            for name in self.inputs + self.outputs:  # inputs first: outputs are sized from them
-                shape = tuple(self.engine.get_tensor_shape(name))
-                self._dynamic[name] = any(d < 0 for d in shape)
-                if self._dynamic[name]:
-                    shape = self._max_shape(name, name in self.inputs)
-                dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-                self._host[name] = cuda.host_empty(shape, dtype)
-                self._device[name] = cuda.malloc(self._host[name].nbytes)
-                self.context.set_tensor_address(name, self._device[name])
+            self.engine = runtime.deserialize_cuda_engine(engine_bytes)
+            if self.engine is None:
+                raise EngineLoadError(f'TensorRT cannot load the {label} engine (built by '
+                                      'another TensorRT version or for another GPU, or '
+                                      'damaged)')
+            self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise BackendError(f'{label}: TensorRT could not create an execution context '
+                               '(out of GPU memory?)')
+        modes = {}
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            modes[name] = self.engine.get_tensor_mode(name)
+        have_in = {n for n, m in modes.items() if m == trt.TensorIOMode.INPUT}
+        have_out = {n for n, m in modes.items() if m == trt.TensorIOMode.OUTPUT}
+        if have_in != set(io.inputs) or have_out != set(io.outputs):
+            raise EngineLoadError(f'the {label} engine has inputs {sorted(have_in)} and '
+                                  f'outputs {sorted(have_out)}, its record says '
+                                  f'{list(io.inputs)} and {list(io.outputs)}')
+        self.inputs: List[str] = list(io.inputs)
+        self.outputs: List[str] = list(io.outputs)
+        try:
+            with cuda.active():
+                for name in self.inputs + self.outputs:  # inputs first: outputs sized from them
+                    shape = tuple(self.engine.get_tensor_shape(name))
+                    self._dynamic[name] = any(d < 0 for d in shape)
+                    if self._dynamic[name]:
+                        shape = self._max_shape(name, name in self.inputs)
+                    dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+                    self._host[name] = cuda.host_empty(shape, dtype)
+                    self._device[name] = cuda.malloc(self._host[name].nbytes)
+                    if not self.context.set_tensor_address(name, self._device[name]):
+                        raise BackendError(f'{label}: TensorRT refused the buffer of {name}')
+        except BaseException:
+            self.close()
+            raise
+
+    def _set_shape(self, name: str, shape: Tuple[int, ...]) -> None:
+        if not self.context.set_input_shape(name, shape):
+            lo, _, hi = (tuple(d) for d in self.engine.get_tensor_profile_shape(name, 0))
+            raise BackendError(f'{self.label}: TensorRT rejected shape {tuple(shape)} for input '
+                               f'{name} (the engine takes {lo} to {hi}); crops must have the '
+                               "model's exemplar/instance sizes")
 
     def _max_shape(self, name: str, is_input: bool) -> Tuple[int, ...]:
         if is_input:
@@ -258,7 +111,7 @@ class EngineRunner:
         # An output's largest shape follows from the largest inputs.
         for inp in self.inputs:
             if self._dynamic.get(inp):
-                self.context.set_input_shape(inp, self._host[inp].shape)
+                self._set_shape(inp, self._host[inp].shape)
         shape = tuple(self.context.get_tensor_shape(name))
         if any(d < 0 for d in shape):
             raise BackendError(f'{self.label}: cannot size output {name} {shape}')
@@ -266,28 +119,31 @@ class EngineRunner:
 
     def close(self) -> None:
         """Release the device and host buffers (the runner is unusable afterwards)."""
-        for name, ptr in self._device.items():
-            self._cuda.free(ptr)
-            self._cuda.free_host(self._host[name])
+        with self._cuda.active():
+            for name, ptr in self._device.items():
+                self._cuda.free(ptr)
+            for host in self._host.values():
+                self._cuda.free_host(host)
         self._device, self._host = {}, {}
         self.context = None
         self.engine = None
 
-    def run(self, feeds: Sequence[np.ndarray]) -> List[np.ndarray]:
-        """Inputs in engine order -> copies of the outputs, in engine order."""
-        if len(feeds) != len(self.inputs):
-            raise BackendError(f'{self.label} takes {len(self.inputs)} inputs {self.inputs}, '
-                               f'got {len(feeds)}')
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Input name -> array; returns output name -> a copy of the output."""
+        if self.context is None:
+            raise BackendError(f'{self.label}: the engine was closed')
+        if set(feeds) != set(self.inputs):
+            raise BackendError(f'{self.label} takes inputs {self.inputs}, got {sorted(feeds)}')
         cuda, stream = self._cuda, self._stream
         with cuda.active():
-            for name, array in zip(self.inputs, feeds):
+            for name in self.inputs:
                 host = self._host[name]
-                array = np.asarray(array)
+                array = np.asarray(feeds[name])
                 if self._dynamic[name]:
                     if array.size > host.size:
                         raise BackendError(f'{self.label}: input {name} {array.shape} exceeds '
                                            f'the engine profile {host.shape}')
-                    self.context.set_input_shape(name, array.shape)
+                    self._set_shape(name, array.shape)
                     view = host.reshape(-1)[:array.size].reshape(array.shape)
                 elif array.shape != host.shape:
                     raise BackendError(f'{self.label}: input {name} must be {host.shape}, got '
@@ -297,90 +153,151 @@ class EngineRunner:
                 np.copyto(view, array, casting='same_kind')
                 cuda.copy_to_device(self._device[name], view, stream)
             if not self.context.execute_async_v3(stream):
-                raise BackendError(f'{self.label}: TensorRT execution failed')
-            shapes = []
+                raise BackendError(f'{self.label}: TensorRT execution failed (see the TensorRT '
+                                   'messages above)')
+            shapes = {}
             for name in self.outputs:
                 shape = tuple(self.context.get_tensor_shape(name))
                 host = self._host[name]
-                nbytes = int(np.prod(shape)) * host.dtype.itemsize
-                cuda.copy_to_host(host, self._device[name], nbytes, stream)
-                shapes.append(shape)
+                cuda.copy_to_host(host, self._device[name],
+                                  int(np.prod(shape)) * host.dtype.itemsize, stream)
+                shapes[name] = shape
             cuda.synchronize(stream)
         # Copy out of the reused buffers before returning.
-        return [np.array(self._host[name].reshape(-1)[:int(np.prod(shape))].reshape(shape),
-                         dtype=np.float32)
-                for name, shape in zip(self.outputs, shapes)]
+        return {name: np.array(self._host[name].reshape(-1)[:int(np.prod(shape))]
+                               .reshape(shape), dtype=np.float32)
+                for name, shape in shapes.items()}
 
 
 # ----------------------------------------------------------------------------------------------
 # the backend
 
 class TensorRTBackend:
-    """Backend over two TensorRT engines built from the model's two ONNX graphs."""
+    """
+    Backend over two TensorRT engines built from the model's two ONNX graphs.
+
+    ``precision`` is fp32, fp16 or int8; ``cache_dir`` the engine folder (None or '' for
+    the default, see ``engine_build.default_cache_dir``). With ``build`` a missing or unloadable
+    fp32/fp16 engine is built (minutes on a Jetson); INT8 engines come from
+    ``siam-model build-engine --int8`` only. Call ``close()`` to free the GPU resources.
+    """
 
     name = 'tensorrt'
 
     def __init__(self, spec: ModelSpec, device: str = 'cuda', precision: str = 'fp16',
                  cache_dir=None, build: bool = True):
-        from . import engine_build as eb
         trt = eb.import_tensorrt()
+        if precision not in eb.PRECISIONS:
+            raise BackendError(f'precision {precision!r} not in {eb.PRECISIONS}')
         index = parse_device('cuda' if device in (None, '', 'auto') else device)
+        cuda = cuda_api(index)
         self.spec = spec
         self.device = f'cuda:{index}'
         self.precision = precision
-        cuda = cuda_api(index)
         self.cuda_library = cuda.library
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else \
+            eb.default_cache_dir()
+        self._cuda = cuda
+        self._stream: Optional[int] = None
+        self._runtime = None
+        self._runners: Dict[str, EngineRunner] = {}
+        # The graphs TensorRT builds (the split export when the model's own cannot be built).
+        self.model = eb.tensorrt_model(spec, self.cache_dir, allow_export=build)
         info = eb.RuntimeInfo(str(trt.__version__), cuda.device_name())
-        self.engines = eb.ensure_engines(spec, precision, info=info, cache_dir=cache_dir,
-                                         allow_build=build)
-        with cuda.active():
-            stream = cuda.stream()
-        first, second = spec.graph_roles
-        self._first = EngineRunner(trt, self.engines[first].path.read_bytes(), cuda, stream,
-                                   f'{spec.name} {first}')
-        self._second = EngineRunner(trt, self.engines[second].path.read_bytes(), cuda, stream,
-                                    f'{spec.name} {second}')
-        if len(self._second.outputs) != 2:
-            raise BackendError(f'{spec.name} {second} engine has outputs '
-                               f'{self._second.outputs}; expected (cls, reg)')
-        self._normalise = (tuple(spec.input_mean) != (0.0, 0.0, 0.0)
-                           or tuple(spec.input_std) != (1.0, 1.0, 1.0))
-        self._mean = np.asarray(spec.input_mean, np.float32).reshape(1, 3, 1, 1)
-        self._std = np.asarray(spec.input_std, np.float32).reshape(1, 3, 1, 1)
-        inputs = self._second.inputs
-        if spec.layout == 'backbone_head':
-            self._search_index = 1
+        self.engines = eb.ensure_engines(self.model, precision, info=info,
+                                         cache_dir=self.cache_dir, allow_build=build,
+                                         device=index)
+        try:
+            with cuda.active():
+                self._stream = cuda.stream()
+                self._runtime = trt.Runtime(eb.trt_logger(trt))
+            for role in self.model.graph_roles:
+                self._runners[role] = self._load(trt, role, info, build, index)
+            self._bind()
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, trt, role: str, info: eb.RuntimeInfo, build: bool,
+              index: int) -> EngineRunner:
+        label = f'{self.model.name} {role}'
+        engine = self.engines[role]
+        try:
+            return EngineRunner(trt, self._runtime, engine.path.read_bytes(), engine.io,
+                                self._cuda, self._stream, label)
+        except EngineLoadError as exc:
+            if not build or self.precision == 'int8':
+                command = eb.build_command(self.model, self.precision, self.cache_dir)
+                raise BackendError(f'{exc} ({engine.path}); rebuild it: `{command} --force`') \
+                    from exc
+            LOG.warning('%s (%s): rebuilding it', exc, engine.path)
+        self.engines[role] = eb.ensure_engines(self.model, self.precision, info=info,
+                                               cache_dir=self.cache_dir, force=True,
+                                               roles=[role], device=index)[role]
+        engine = self.engines[role]
+        return EngineRunner(trt, self._runtime, engine.path.read_bytes(), engine.io,
+                            self._cuda, self._stream, label)
+
+    def _bind(self) -> None:
+        first, second = (self._runners[r] for r in self.model.graph_roles)
+        self._first, self._second = first, second
+        if len(first.inputs) != 1 or len(second.outputs) != 2:
+            raise BackendError(f'{self.model.name}: graphs with inputs {first.inputs} and '
+                               f'outputs {second.outputs}; expected one crop input and '
+                               '(cls, reg)')
+        inputs = second.inputs
+        if self.model.layout == 'backbone_head':
+            if len(first.outputs) != 1 or len(inputs) != 2:
+                raise BackendError(f'{self.model.name}: head inputs {inputs}; expected '
+                                   '(template features, search features)')
+            self._search_name = inputs[1]  # the head takes (template, search) features
+            self._feature_names = [inputs[0]]
+            return
+        self._search_name = 'search' if 'search' in inputs else inputs[0]
+        feature_inputs = [n for n in inputs if n != self._search_name]
+        if set(first.outputs) == set(feature_inputs):
+            self._feature_names = list(first.outputs)  # same names on both sides
+        elif len(first.outputs) == len(feature_inputs):
+            self._feature_names = feature_inputs  # ONNX order on both sides
         else:
-            self._search_index = inputs.index('search') if 'search' in inputs else 0
-        self._feature_inputs = [n for i, n in enumerate(inputs) if i != self._search_index]
+            raise BackendError(f'{self.model.name}: template outputs {first.outputs} do not '
+                               f'match the search inputs {feature_inputs}')
 
     def close(self) -> None:
-        """Release the engines' GPU buffers."""
-        self._first.close()
-        self._second.close()
+        """Release the engines' GPU buffers and the CUDA stream (idempotent)."""
+        if self._stream is not None:
+            with self._cuda.active():
+                self._cuda.synchronize(self._stream)  # nothing queued may touch freed memory
+        runners, self._runners = self._runners, {}
+        for runner in runners.values():
+            runner.close()
+        if self._stream is not None:
+            with self._cuda.active():
+                self._cuda.destroy_stream(self._stream)
+            self._stream = None
+        self._runtime = None
 
     def _prepare(self, crop: np.ndarray) -> np.ndarray:
-        if self._normalise:
-            crop = (crop - self._mean) / self._std
-        return np.ascontiguousarray(crop, dtype=np.float32)
+        return eb.prepare_input(self.spec, crop)
 
     def encode_template(self, crop: np.ndarray) -> Features:
-        """Template crop -> features (the template/backbone engine's outputs)."""
-        out = self._first.run([self._prepare(crop)])
-        if self.spec.layout == 'template_search' and \
-                set(self._first.outputs) == set(self._feature_inputs):
-            # Same names on both sides: order the features like the search graph takes them.
-            by_name = dict(zip(self._first.outputs, out))
-            out = [by_name[n] for n in self._feature_inputs]
-        return as_features(out)
+        """Template crop -> features (the template/backbone graph's outputs, ONNX order)."""
+        first = self._first
+        out = first.run({first.inputs[0]: self._prepare(crop)})
+        return as_features([out[n] for n in first.outputs])
 
     def track(self, features: Sequence[np.ndarray],
               search_crop: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Features + search crop -> (cls, reg)."""
+        if len(features) != len(self._feature_names):
+            raise BackendError(f'{self.model.name} takes {len(self._feature_names)} template '
+                               f'features, got {len(features)}')
         search = self._prepare(search_crop)
-        if self.spec.layout == 'backbone_head':
-            search = self._first.run([search])[0]
-        feeds: List[Optional[np.ndarray]] = list(features)
-        feeds.insert(self._search_index, search)
-        cls, reg = self._second.run(feeds)
-        return cls, reg
+        if self.model.layout == 'backbone_head':
+            first = self._first
+            search = first.run({first.inputs[0]: search})[first.outputs[0]]
+        feeds = dict(zip(self._feature_names, features))
+        feeds[self._search_name] = search
+        out = self._second.run(feeds)
+        cls_name, reg_name = self._second.outputs
+        return out[cls_name], out[reg_name]

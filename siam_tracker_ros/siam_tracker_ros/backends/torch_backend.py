@@ -1,4 +1,5 @@
-"""PyTorch backend: runs the network definitions in ``nets`` from a checkpoint.
+"""
+PyTorch backend: runs the network definitions in ``nets`` from a checkpoint.
 
 Slower than ONNX Runtime or TensorRT on the same device; it exists for parity checks against
 the exported graphs, for nets without an exported graph yet, and for CUDA without TensorRT.
@@ -29,7 +30,15 @@ class TorchBackend:
 
     name = 'torch'
 
-    def __init__(self, spec: ModelSpec, device: str = 'cpu', fp16: bool = False):
+    def __init__(self, spec: ModelSpec, device: str = 'cpu', fp16: bool = False,
+                 warmup: bool = True):
+        """
+        Load the checkpoint of ``spec`` onto ``device``.
+
+        ``warmup`` runs one template and one search pass on blank crops of the model's crop
+        sizes, so the first real SetTarget does not pay PyTorch's lazy initialisation
+        (seconds on a CPU, kernel selection on CUDA).
+        """
         torch = _import_torch()
         self._torch = torch
         self.spec = spec
@@ -73,6 +82,14 @@ class TorchBackend:
         self._normalise = bool(np.any(mean != 0) or np.any(std != 1))
         self._mean = torch.from_numpy(mean).to(self.device)
         self._std = torch.from_numpy(std).to(self.device)
+        if warmup:
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """Run one template + search pass on blank crops of the spec's exemplar/instance sizes."""
+        z, x = self.spec.tracker.exemplar_size, self.spec.tracker.instance_size
+        features = self.encode_template(np.zeros((1, 3, z, z), np.float32))
+        self.track(features, np.zeros((1, 3, x, x), np.float32))
 
     def _input(self, crop: np.ndarray, what: str):
         arr = np.asarray(crop)

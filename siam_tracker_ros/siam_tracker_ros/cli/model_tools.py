@@ -1,4 +1,5 @@
-"""siam-model subcommands 'import pysot', 'build-engine' and 'check-backend'.
+"""
+siam-model subcommands 'import pysot', 'build-engine' and 'check-backend'.
 
 ``add_subcommands(subparsers, import_subparsers)`` registers them on siam-model's parser; each
 handler returns the process exit code:
@@ -6,7 +7,8 @@ handler returns the process exit code:
 * 0: done / outputs agree within tolerance;
 * 1: outputs disagree beyond tolerance, or the model could not be read or written;
 * 3: the backend cannot run here (TensorRT not importable, no GPU, no CUDA bindings): the
-  message says what is missing.
+  message says what is missing. A missing engine (e.g. an INT8 engine not built yet), an
+  engine that cannot be built or an error while running is 1, with the reason.
 
 ``check-backend`` is the command that proves a backend on the user's machine: it runs the
 backend beside ONNX Runtime (CPU) on the same real crops and prints the max abs error of every
@@ -15,16 +17,18 @@ output and the latency percentiles of both.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+import hashlib
 import json
+from pathlib import Path
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..backends.base import BackendError
+from ..backends.cuda import CudaUnavailable
 from ..core.crop import context_size, crop_window, to_blob
 from ..core.manifest import ModelError, ModelSpec
 from ..eval.metrics import timing_stats
@@ -42,7 +46,8 @@ TOLERANCES = {'fp32': 1e-3, 'fp16': 3e-2, 'int8': 0.15}
 
 @dataclass(frozen=True)
 class CropPair:
-    """Template crop, search crop of the next frame around the same centre, target size.
+    """
+    Template crop, search crop of the next frame around the same centre, target size.
 
     The target size is in search-crop pixels (what the tracker's penalties compare against).
     """
@@ -54,7 +59,8 @@ class CropPair:
 
 def _frames_and_boxes(frames_dir: Optional[str], count: int,
                       seed: int) -> Tuple[List[np.ndarray], List[Tuple[float, ...]], str]:
-    """Frames with one target box each, and where they came from.
+    """
+    Frames with one target box each, and where they came from.
 
     A sequence folder gives its ground truth; a folder of images a centred box of a quarter
     of the frame; no folder a generated moving-target sequence.
@@ -87,7 +93,8 @@ def _frames_and_boxes(frames_dir: Optional[str], count: int,
 
 def crop_pairs(spec: ModelSpec, frames_dir: Optional[str] = None, count: int = 8,
                seed: int = 0) -> Tuple[List[CropPair], str]:
-    """``count`` (template, search) crop pairs cut with the core crop function.
+    """
+    ``count`` (template, search) crop pairs cut with the core crop function.
 
     Pair i takes the template from frame i at its box and the search crop from frame i + 1
     around the frame-i centre, with the tracker's context and scale rules.
@@ -121,7 +128,8 @@ def _timed(fn, *args):
 
 def compare_backends(spec: ModelSpec, candidate, reference, pairs: Sequence[CropPair],
                      tolerance: float) -> Dict[str, object]:
-    """Run both backends on every pair; max abs errors per output, latencies, top-1 agreement.
+    """
+    Run both backends on every pair; max abs errors per output, latencies, top-1 agreement.
 
     Each backend runs its own chain (its template features into its own search graph), so
     the errors are what the tracker would see. One warm-up call per backend is not timed.
@@ -197,16 +205,22 @@ def _unavailable(command: str, exc: Exception) -> int:
 
 
 def run_import_pysot(args) -> int:
-    """Handler of `siam-model import pysot`."""
-    from ..nets.pysot_import import import_pysot
+    """Run `siam-model import pysot`."""
+    try:
+        from ..nets.pysot_import import import_pysot, OPSET
+    except ModuleNotFoundError as exc:
+        print(f'siam-model import pysot: not possible here: {exc}; importing a pysot '
+              'checkpoint needs PyTorch (pip install torch)', file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    opset = OPSET if args.opset is None else args.opset
     try:
         spec = import_pysot(args.config, args.checkpoint, args.out, name=args.name,
-                            opset=args.opset, verify=not args.no_verify)
+                            opset=opset, verify=not args.no_verify)
     except (ModelError, OSError, ValueError) as exc:
         print(f'siam-model import pysot: error: {exc}', file=sys.stderr)
         return EXIT_FAILED
     print(f'imported {spec.name} ({spec.arch}, {spec.family}/{spec.decoder}) into {spec.root}')
-    print(f'  graphs: {spec.files["template"]}, {spec.files["search"]} (opset {args.opset}); '
+    print(f'  graphs: {spec.files["template"]}, {spec.files["search"]} (opset {opset}); '
           f'tracker: penalty_k={spec.tracker.penalty_k} window_influence='
           f'{spec.tracker.window_influence} lr={spec.tracker.lr} '
           f'instance_size={spec.tracker.instance_size}')
@@ -215,13 +229,16 @@ def run_import_pysot(args) -> int:
 
 def calibration_batches(spec: ModelSpec, frames_dir: str,
                         count: int = 64) -> Dict[str, List[Dict[str, np.ndarray]]]:
-    """INT8 calibration feeds per graph role, from crops of real frames.
+    """
+    INT8 calibration feeds per graph role, from crops of real frames.
 
     The template graph gets template crops; the search graph gets search crops with the
     template features of the same pair (computed with ONNX Runtime on the CPU). For a
     backbone/head model the backbone gets the search crops and the head both crops' features.
+    Crops are normalised with the manifest's mean/std, as the backends do before inference.
     """
     import onnxruntime as ort
+    from ..backends.engine_build import prepare_input
     pairs, _ = crop_pairs(spec, frames_dir, count)
     first, second = spec.graph_roles
     sessions = [ort.InferenceSession(str(spec.path(role)), providers=['CPUExecutionProvider'])
@@ -234,21 +251,39 @@ def calibration_batches(spec: ModelSpec, frames_dir: str,
 
     out: Dict[str, List[Dict[str, np.ndarray]]] = {first: [], second: []}
     for pair in pairs:
+        template = prepare_input(spec, pair.template)
+        search = prepare_input(spec, pair.search)
         if spec.layout == 'backbone_head':
             # TensorRT calibrates a dynamic input at its profile's opt shape: the search crop.
-            out[first].append({f_input: pair.search})
-            out[second].append({s_inputs[0]: encode(pair.template)[0],
-                                s_inputs[1]: encode(pair.search)[0]})
+            out[first].append({f_input: search})
+            out[second].append({s_inputs[0]: encode(template)[0],
+                                s_inputs[1]: encode(search)[0]})
         else:
-            out[first].append({f_input: pair.template})
-            feed = {'search': pair.search}
-            feed.update(zip([n for n in s_inputs if n != 'search'], encode(pair.template)))
+            out[first].append({f_input: template})
+            feed = {'search': search}
+            feed.update(zip([n for n in s_inputs if n != 'search'], encode(template)))
             out[second].append(feed)
     return out
 
 
+def calibration_digest(frames_dir: str, count: int) -> str:
+    """
+    Identify a calibration set: the frames folder's files (paths, sizes) and the count.
+
+    The INT8 calibration table is cached under it, so other frames or another count
+    recalibrate.
+    """
+    folder = Path(frames_dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise ValueError(f'frames folder {folder} does not exist')
+    digest = hashlib.sha256(f'{folder}|count={int(count)}'.encode())
+    for path in sorted(p for p in folder.rglob('*') if p.is_file()):
+        digest.update(f'|{path.relative_to(folder)}:{path.stat().st_size}'.encode())
+    return digest.hexdigest()
+
+
 def run_build_engine(args) -> int:
-    """Handler of `siam-model build-engine`."""
+    """Run `siam-model build-engine`."""
     from ..backends import engine_build as eb
     try:
         spec = _load(args.model)
@@ -264,34 +299,41 @@ def run_build_engine(args) -> int:
         info = eb.runtime_info()
     except BackendError as exc:
         return _unavailable('build-engine', exc)
-    calibration = None
-    if precision == 'int8':
-        calibration = calibration_batches(spec, args.calib, args.calib_count)
+    cache = Path(args.cache).expanduser() if args.cache else eb.default_cache_dir()
     try:
-        engines = eb.ensure_engines(spec, precision, info=info, cache_dir=args.cache,
+        model = eb.tensorrt_model(spec, cache)
+        if model.root != spec.root:
+            print(f'{spec.name}: its graphs have Conv nodes with run-time weights, which '
+                  f'TensorRT cannot build; using the split export of its checkpoint in '
+                  f'{model.root}')
+        calibration = None
+        if precision == 'int8':
+            calibration = eb.Calibration(
+                calibration_digest(args.calib, args.calib_count),
+                lambda: calibration_batches(model, args.calib, args.calib_count))
+        engines = eb.ensure_engines(model, precision, info=info, cache_dir=cache,
                                     force=args.force, calibration=calibration,
                                     workspace_mb=args.workspace)
-    except BackendError as exc:
+    except (BackendError, ValueError) as exc:
         print(f'siam-model build-engine: error: {exc}', file=sys.stderr)
         return EXIT_FAILED
     print(f'TensorRT {info.trt_version} on {info.gpu_name}, {precision}:')
     for role, eng in engines.items():
         state = 'built' if eng.built else 'cached'
         print(f'  {role}: {eng.path} ({state}, key {eng.key.digest[:16]})')
+        if eng.calibration:
+            print(f'    {eng.calibration}')
     return EXIT_OK
 
 
 def _backend_options(args) -> Dict[str, object]:
     if args.backend == 'tensorrt':
-        opts: Dict[str, object] = {'precision': args.precision}
-        if args.cache:
-            opts['cache_dir'] = args.cache
-        return opts
+        return {'precision': args.precision, 'cache_dir': args.cache}
     return {}
 
 
 def run_check_backend(args) -> int:
-    """Handler of `siam-model check-backend`."""
+    """Run `siam-model check-backend`."""
     from ..backends.onnxruntime_backend import OnnxRuntimeBackend
     from ..backends.registry import create_backend
     try:
@@ -302,17 +344,26 @@ def run_check_backend(args) -> int:
     device = args.device or ('cuda' if args.backend == 'tensorrt' else 'cpu')
     try:
         candidate = create_backend(args.backend, spec, device=device, **_backend_options(args))
-    except BackendError as exc:
+    except CudaUnavailable as exc:
         return _unavailable('check-backend', f'{args.backend} backend: {exc}')
-    reference = OnnxRuntimeBackend(spec, device='cpu')
-    try:
-        pairs, source = crop_pairs(spec, args.frames, args.count)
-    except ValueError as exc:
-        print(f'siam-model check-backend: error: {exc}', file=sys.stderr)
+    except BackendError as exc:
+        print(f'siam-model check-backend: error: {args.backend} backend: {exc}',
+              file=sys.stderr)
         return EXIT_FAILED
-    precision = args.precision if args.backend == 'tensorrt' else 'fp32'
-    tol = args.tolerance if args.tolerance is not None else TOLERANCES[precision]
-    report = compare_backends(spec, candidate, reference, pairs, tol)
+    try:
+        reference = OnnxRuntimeBackend(spec, device='cpu')
+        pairs, source = crop_pairs(spec, args.frames, args.count)
+        precision = args.precision if args.backend == 'tensorrt' else 'fp32'
+        tol = args.tolerance if args.tolerance is not None else TOLERANCES[precision]
+        report = compare_backends(spec, candidate, reference, pairs, tol)
+    except (BackendError, ValueError) as exc:
+        print(f'siam-model check-backend: error: {args.backend} backend: {exc}',
+              file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        close = getattr(candidate, 'close', None)
+        if close is not None:
+            close()
     report.update({'model': spec.name, 'arch': spec.arch, 'backend': args.backend,
                    'device': getattr(candidate, 'device', device), 'precision': precision,
                    'reference': 'onnxruntime cpu', 'crops_from': source})
@@ -350,14 +401,14 @@ def _print_report(r: Dict[str, object]) -> None:
 
 def add_import_pysot(import_subparsers) -> argparse.ArgumentParser:
     """Register 'pysot' under siam-model's 'import' subcommand."""
-    from ..nets.pysot_import import OPSET
     p = import_subparsers.add_parser(
         'pysot', help='a pysot SiamRPN++ checkpoint (alex, mobilev2, r50) with its config.yaml')
     p.add_argument('--config', required=True, help='pysot experiments/<name>/config.yaml')
     p.add_argument('--checkpoint', required=True, help='pysot model.pth')
     p.add_argument('--out', required=True, help='model directory to write')
     p.add_argument('--name', help='model name (default: META_ARC of the config)')
-    p.add_argument('--opset', type=int, default=OPSET, help='ONNX opset (default %(default)s)')
+    p.add_argument('--opset', type=int,
+                   help='ONNX opset (default: nets.pysot_import.OPSET, 17)')
     p.add_argument('--no-verify', action='store_true',
                    help='skip the ONNX Runtime vs PyTorch check of the exported graphs')
     p.set_defaults(handler=run_import_pysot)
@@ -365,7 +416,8 @@ def add_import_pysot(import_subparsers) -> argparse.ArgumentParser:
 
 
 def add_subcommands(subparsers, import_subparsers=None) -> None:
-    """Register 'build-engine', 'check-backend' and 'import pysot' on siam-model's parser.
+    """
+    Register 'build-engine', 'check-backend' and 'import pysot' on siam-model's parser.
 
     ``import_subparsers`` is the sub-parser set of an existing 'import' command; without it an
     'import' command holding only 'pysot' is created.

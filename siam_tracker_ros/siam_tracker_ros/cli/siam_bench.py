@@ -1,4 +1,5 @@
-"""siam-bench: per-stage timings of the tracker on each backend, beside OpenCV's TrackerNano.
+"""
+siam-bench: per-stage timings of the tracker on each backend, beside OpenCV's TrackerNano.
 
 Every run tracks the same frames (a sequence folder, or a generated textured sequence) with
 ``SiameseTracker`` and reads its per-frame stage timings (``last_stage_ms``): crop, search
@@ -18,10 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -99,7 +100,7 @@ def nano_version(spec: ModelSpec) -> Optional[int]:
 
 def bench_nano_peer(backbone: Path, head: Path, frames: Sequence[np.ndarray],
                     box: BBox) -> Dict[str, Dict[str, float]]:
-    """OpenCV TrackerNano update() timings (ms) over ``frames``."""
+    """Time OpenCV TrackerNano's update() (ms) over ``frames``."""
     import cv2
     from ..eval.peers import OpenCVPeer, PeerUnavailable
     if not hasattr(cv2, 'TrackerNano') or not hasattr(cv2, 'TrackerNano_Params'):
@@ -157,7 +158,7 @@ def host_info() -> Dict[str, object]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line parser of siam-bench."""
-    p = argparse.ArgumentParser(prog='siam-bench', description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(prog='siam-bench', description=__doc__.strip().split('\n')[0])
     p.add_argument('--model', action='append', required=True,
                    help='model directory or upstream NanoTrack folder (repeatable)')
     p.add_argument('--backend', action='append', choices=['onnxruntime', 'torch', 'tensorrt'],

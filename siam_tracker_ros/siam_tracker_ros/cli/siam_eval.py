@@ -1,9 +1,10 @@
-"""siam-eval: one-pass evaluation of our tracker and OpenCV's trackers on sequence folders.
+r"""
+siam-eval: one-pass evaluation of our tracker and OpenCV's trackers on sequence folders.
 
 Example::
 
-    siam-eval --model ../shared/reference-models/nanotrack-v2 --sequences ../shared/sequences \\
-        --peers opencv-nano,opencv-csrt,opencv-kcf,opencv-mil \\
+    siam-eval --model ../shared/reference-models/nanotrack-v2 --sequences ../shared/sequences \
+        --peers opencv-nano,opencv-csrt,opencv-kcf,opencv-mil \
         --peer-model ../shared/reference-models/nanotrack-v2 --json out/eval.json --plots out/
 
 Writes the results as JSON, optional OTB-style plots, and prints a summary table on stdout.
@@ -14,15 +15,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+from importlib import metadata
 import json
 import os
+from pathlib import Path
 import platform
 import sys
-from importlib import metadata
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence as Seq, Tuple
 
-from siam_tracker_ros.core.config import PRESETS, preset
+from siam_tracker_ros.core.config import preset, PRESETS
 
 PEER_HELP = ('comma separated peers: opencv-nano, opencv-mil, opencv-csrt, opencv-kcf; '
              'KIND@DIR gives that peer its own model folder (for example '
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         description='One-pass evaluation (OTB/GOT-10k/LaSOT metrics) of our tracker and '
                     'OpenCV peer trackers on <Name>/img/*.jpg + groundtruth.txt sequences.')
     p.add_argument('--model', default=None,
-                   help="our model: a product model folder (manifest.json) or an upstream "
+                   help='our model: a product model folder (manifest.json) or an upstream '
                         "NanoTrack folder; 'none' or omitted evaluates the peers only")
     p.add_argument('--sequences', required=True, metavar='ROOT',
                    help='folder holding <Name>/img/*.jpg and <Name>/groundtruth.txt')
@@ -55,16 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
                         '(default auto)')
     p.add_argument('--device', default='cpu', help='device for our tracker (default cpu)')
     p.add_argument('--preset', choices=sorted(PRESETS), default='default',
-                   help='tracker policy preset for our tracker: plain = the authors\' tracking '
+                   help="tracker policy preset for our tracker: plain = the authors' tracking "
                         'step; default = with template update, confidence, re-detection and '
                         'distractor memory (default %(default)s)')
     p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
                    help='tracker configuration override for our tracker (applied after '
                         '--preset); may be repeated')
     p.add_argument('--threads', type=int, default=None, metavar='N',
-                   help="threads for every tracker in this process: cv2.setNumThreads(N) and "
+                   help='threads for every tracker in this process: cv2.setNumThreads(N) and '
                         "ONNX Runtime's intra-op threads of ours; default: each library's own "
-                        "(all cores up to 4)")
+                        '(all cores up to 4)')
     p.add_argument('--repeats', type=int, default=1, metavar='N',
                    help='also run every tracker from N-1 initial boxes moved by up to '
                         '--jitter pixels and report the mean and spread of the set AUC '
@@ -232,7 +233,7 @@ def main(argv: Optional[Seq[str]] = None) -> int:
             block['mean']['ours_fps_ratio'] = ours_fps / fps if fps else None
 
     config = {
-        'args': {k: v for k, v in vars(args).items()},
+        'args': dict(vars(args)),
         'sequences_root': str(Path(args.sequences).resolve()),
         'sequences': [s.name for s in sequences],
         'ours': ours_info,

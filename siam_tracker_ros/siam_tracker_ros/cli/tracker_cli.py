@@ -1,12 +1,16 @@
-r"""siam-tracker-cli: set the target, stop, and watch a running siam_tracker node.
+r"""
+siam-tracker-cli: set the target, stop, and watch a running siam_tracker node.
 
     siam-tracker-cli set-target X Y W H [--stamp SEC.NANOSEC] [--wait S]
     siam-tracker-cli set-target --from-gt camera/ground_truth   # box + stamp of a GT message
     siam-tracker-cli stop
-    siam-tracker-cli echo [--count N]
+    siam-tracker-cli echo [--count N] [--timeout T]
 
 ``--node`` names the tracker node (default ``siam_tracker``, relative to the namespace given with
-``--ros-args -r __ns:=/NS``, or absolute like ``/drone1/siam_tracker``).
+``--ros-args -r __ns:=/NS``, or absolute like ``/drone1/siam_tracker``). ``--node`` and
+``--timeout`` go before or after the subcommand. For ``echo``, ``--timeout`` is the longest
+silence: ``echo --count N`` exits 3, saying why, when no message came for that long (the node
+publishes only while a target is set); plain ``echo`` says so on stderr and keeps waiting.
 The same actions with the stock tools:
 
     ros2 service call /siam_tracker/set_target siam_tracker_interfaces/srv/SetTarget \\
@@ -31,12 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='siam-tracker-cli', description='Talk to a running siam_tracker node.',
         epilog='ROS arguments go after --ros-args (e.g. --ros-args -r __ns:=/drone1).')
-    parser.add_argument('--node', default='siam_tracker',
-                        help='tracker node name, relative or absolute (default: %(default)s)')
-    parser.add_argument('--timeout', type=float, default=10.0,
-                        help='seconds to wait for the service / messages (default: %(default)s)')
+    _add_common(parser, defaults=True)
+    # The same options after the subcommand; SUPPRESS keeps the value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common, defaults=False)
     sub = parser.add_subparsers(dest='command', required=True)
-    st = sub.add_parser('set-target', help='start tracking the box X Y W H (pixels)')
+    st = sub.add_parser('set-target', parents=[common],
+                        help='start tracking the box X Y W H (pixels)')
     st.add_argument('box', nargs='*', type=float, metavar='X Y W H',
                     help='top-left corner and size in pixels of the image it was drawn on')
     st.add_argument('--stamp', default='',
@@ -46,12 +51,33 @@ def build_parser() -> argparse.ArgumentParser:
                     help='take box and stamp from the next GroundTruth message on TOPIC')
     st.add_argument('--wait', type=float, default=0.0,
                     help='retry for up to this many seconds while the node is loading its '
-                         'model or has no image yet')
-    sub.add_parser('stop', help='stop tracking (state IDLE)')
-    echo = sub.add_parser('echo', help='print state, box and confidence of each TrackedObject')
-    echo.add_argument('--count', type=int, default=0, help='exit after N messages (0 = never)')
+                         'model or has no image yet (with --from-gt, also while it lacks the '
+                         "GroundTruth message's frame, with the next message)")
+    sub.add_parser('stop', parents=[common], help='stop tracking (state IDLE)')
+    echo = sub.add_parser('echo', parents=[common],
+                          help='print state, box and confidence of each TrackedObject')
+    echo.add_argument('--count', type=int, default=0,
+                      help='exit after N messages (0 = never); exit 3 when no message came for '
+                           '--timeout seconds')
     echo.add_argument('--once', action='store_true', help='same as --count 1')
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f'must be > 0 seconds, got {text}')
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    def default(value):
+        return value if defaults else argparse.SUPPRESS
+    parser.add_argument('--node', default=default('siam_tracker'),
+                        help='tracker node name, relative or absolute (default: siam_tracker)')
+    parser.add_argument('--timeout', type=_positive_seconds, default=default(10.0),
+                        help='seconds to wait for the service; for echo, the longest silence '
+                             'between messages (default: 10)')
 
 
 def _service_name(node: str, name: str) -> str:
@@ -100,9 +126,14 @@ class _Cli:
         self.spin_until(future.done, max(deadline - time.monotonic(), 1.0))
         return future.result() if future.done() else None
 
-    def next_message(self, msg_type, topic: str, timeout: float):
+    def next_message(self, msg_type, topic: str, timeout: float,
+                     wanted=lambda msg: True):
         box = []
-        sub = self.node.create_subscription(msg_type, topic, box.append, 10)
+
+        def keep(msg):
+            if wanted(msg):
+                box.append(msg)
+        sub = self.node.create_subscription(msg_type, topic, keep, 10)
         try:
             return box[0] if self.spin_until(lambda: bool(box), timeout) else None
         finally:
@@ -121,14 +152,8 @@ def _set_target(cli: _Cli, args) -> int:
         print(f'no service {client.srv_name} (is the tracker node running?)', file=sys.stderr)
         return EXIT_TIMEOUT
     request = SetTarget.Request()
-    if args.from_gt:
-        gt = cli.next_message(GroundTruth, args.from_gt, max(args.timeout, args.wait))
-        if gt is None:
-            print(f'no GroundTruth message on {args.from_gt}', file=sys.stderr)
-            return EXIT_TIMEOUT
-        request.box = gt.box
-        request.stamp = gt.header.stamp
-    else:
+    deadline = time.monotonic() + max(args.wait, 0.0)
+    if not args.from_gt:
         if len(args.box) != 4:
             print('set-target needs X Y W H (or --from-gt TOPIC)', file=sys.stderr)
             return 2
@@ -136,9 +161,22 @@ def _set_target(cli: _Cli, args) -> int:
         request.box.x, request.box.y, request.box.width, request.box.height = x, y, w, h
         if args.stamp:
             request.stamp = parse_stamp(args.stamp)
-    deadline = time.monotonic() + max(args.wait, 0.0)
-    retry = (SetTarget.Response.MODEL_LOADING, SetTarget.Response.NO_IMAGE)
+    codes = SetTarget.Response
+    retry = (codes.MODEL_LOADING, codes.NO_IMAGE)
+    # A GroundTruth frame the node never got (dropped in transport, or out of its buffer after
+    # the model loaded) is no reason to give up: the next GroundTruth message is as good.
+    retry += (codes.STAMP_NOT_FOUND,) if args.from_gt else ()
     while True:
+        if args.from_gt:
+            gt = cli.next_message(GroundTruth, args.from_gt,
+                                  max(args.timeout, deadline - time.monotonic()),
+                                  lambda msg: msg.visible)
+            if gt is None:
+                print(f'no GroundTruth message with a visible target on {args.from_gt}',
+                      file=sys.stderr)
+                return EXIT_TIMEOUT
+            request.box = gt.box
+            request.stamp = gt.header.stamp
         response = cli.call(client, request, max(args.timeout, deadline - time.monotonic()))
         if response is None:
             print(f'no answer from {client.srv_name} (is the tracker node running?)',
@@ -174,17 +212,39 @@ def _echo(cli: _Cli, args) -> int:
 
     count = 1 if args.once else args.count
     seen = [0]
+    last = [time.monotonic()]
 
     def on_msg(msg):
         if count and seen[0] >= count:
             return
         print(format_tracked(msg), flush=True)
         seen[0] += 1
-    cli.node.create_subscription(TrackedObject, _service_name(args.node, 'tracked'), on_msg, 10)
-    if count:
-        return EXIT_OK if cli.spin_until(lambda: seen[0] >= count, args.timeout) else EXIT_TIMEOUT
-    cli.spin_until(lambda: False, float('inf'))
+        last[0] = time.monotonic()
+    topic = _service_name(args.node, 'tracked')
+    sub = cli.node.create_subscription(TrackedObject, topic, on_msg, 10)
+    while not count or seen[0] < count:
+        got = seen[0]
+        if cli.spin_until(lambda: seen[0] > got or (count and seen[0] >= count),
+                          max(last[0] + args.timeout - time.monotonic(), 0.0)):
+            continue
+        print(_silence_message(cli, sub.topic_name, args.timeout, seen[0]), file=sys.stderr,
+              flush=True)
+        if count:
+            return EXIT_TIMEOUT
+        cli.spin_until(lambda: seen[0] > got, float('inf'))
+        last[0] = time.monotonic()
     return EXIT_OK
+
+
+def _silence_message(cli: _Cli, topic: str, timeout: float, seen: int) -> str:
+    """Why no TrackedObject came for ``timeout`` seconds, and what to do."""
+    head = (f'no TrackedObject on {topic} for {timeout:g} s'
+            + (f' (after {seen} messages)' if seen else ''))
+    if cli.node.count_publishers(topic) == 0:
+        return (f'{head}: no node publishes it; is the tracker running, and is --node '
+                'its name (with the namespace)?')
+    return (f'{head}: the tracker publishes only while a target is set (it is IDLE); set one '
+            'with `siam-tracker-cli set-target X Y W H`')
 
 
 def main(argv: Optional[List[str]] = None) -> int:

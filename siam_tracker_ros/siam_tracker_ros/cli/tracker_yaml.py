@@ -1,4 +1,5 @@
-"""Keep config/tracker.yaml's commented ``tracker:`` block in step with TrackerConfig.
+"""
+Keep config/tracker.yaml's commented ``tracker:`` block in step with TrackerConfig.
 
 ``python -m siam_tracker_ros.cli.tracker_yaml [PATH]`` rewrites the block (every field with its
 description, range and default) after the ``# tracker:`` line; everything above it is kept.
@@ -6,9 +7,9 @@ A test checks that the shipped file is what this writes.
 """
 from __future__ import annotations
 
+from pathlib import Path
 import sys
 import textwrap
-from pathlib import Path
 from typing import Optional, Sequence
 
 from siam_tracker_ros.core.config import describe, TrackerConfig

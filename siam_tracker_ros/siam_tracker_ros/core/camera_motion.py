@@ -1,4 +1,5 @@
-"""Global camera motion between two frames, from sparse optical flow (OpenCV).
+"""
+Global camera motion between two frames, from sparse optical flow (OpenCV).
 
 Corners of the previous frame (``cv2.goodFeaturesToTrack``) are followed into the current one
 with pyramidal Lucas-Kanade (``cv2.calcOpticalFlowPyrLK``), and a similarity transform
@@ -30,7 +31,8 @@ def _small_grey(image: np.ndarray, max_side: int) -> Tuple[np.ndarray, float]:
 def estimate_camera_motion(previous: np.ndarray, current: np.ndarray, max_side: int = 320,
                            max_corners: int = 200, min_inliers: int = 12
                            ) -> Optional[np.ndarray]:
-    """2x3 similarity transform taking pixel positions of ``previous`` to ``current``.
+    """
+    2x3 similarity transform taking pixel positions of ``previous`` to ``current``.
 
     None when the frames differ in size or too few corners can be followed (a cut, a blank or
     textureless view): the caller then assumes a still camera.
@@ -65,5 +67,5 @@ def apply_to_point(matrix: np.ndarray, x: float, y: float) -> Tuple[float, float
 
 
 def scale_of(matrix: np.ndarray) -> float:
-    """The uniform scale (zoom) of a similarity transform."""
+    """Return the uniform scale (zoom) of a similarity transform."""
     return float(np.hypot(matrix[0, 0], matrix[1, 0]))

@@ -1,4 +1,5 @@
-"""A per-frame confidence that the target is there, comparable across models.
+"""
+A per-frame confidence that the target is there, comparable across models.
 
 Five cues, each mapped to [0, 1] and multiplied (weighted by exponents):
 
@@ -21,8 +22,8 @@ whatever the model, so a threshold means the same thing for NanoTrack v2, v3 or 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+import math
 
 import numpy as np
 
@@ -42,8 +43,11 @@ def cell_scores(scores: np.ndarray, size: int) -> np.ndarray:
 
 
 def peak_to_sidelobe(score_map: np.ndarray, row: int, col: int, radius: int) -> float:
-    """(peak - mean of the sidelobe) / std of the sidelobe; the sidelobe excludes a square of
-    ``radius`` cells around the peak."""
+    """
+    Return (peak - mean of the sidelobe) / std of the sidelobe.
+
+    The sidelobe excludes a square of ``radius`` cells around the peak.
+    """
     mask = np.ones(score_map.shape, dtype=bool)
     mask[max(row - radius, 0):row + radius + 1, max(col - radius, 0):col + radius + 1] = False
     side = score_map[mask]
@@ -97,7 +101,7 @@ class ConfidenceEstimator:
         self.recent_sharpness += RECENT_RATE * (cues.sharpness - self.recent_sharpness)
 
     def appearance_term(self, appearance: float) -> float:
-        """The appearance similarity mapped to [0, 1] (a linear ramp)."""
+        """Map the appearance similarity to [0, 1] (a linear ramp)."""
         span = max(self.appearance_high - self.appearance_low, 1e-6)
         return min(max((appearance - self.appearance_low) / span, 0.0), 1.0)
 

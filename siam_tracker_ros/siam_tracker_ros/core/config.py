@@ -1,4 +1,5 @@
-"""Frozen configuration dataclasses; every default lives here once.
+"""
+Frozen configuration dataclasses; every default lives here once.
 
 The ROS node declares its parameters from these dataclasses (field metadata carries the
 description and the allowed range), and a model manifest overrides the defaults with the values
@@ -13,7 +14,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 def param(default: Any, description: str, low: Optional[float] = None,
           high: Optional[float] = None, runtime: bool = False):
-    """Declare a dataclass field with a description and an optional [low, high] range.
+    """
+    Declare a dataclass field with a description and an optional [low, high] range.
 
     ``runtime`` marks values that may change while tracking (thresholds), as opposed to
     values that need a new tracker (crop geometry).
@@ -125,15 +127,15 @@ class TrackerConfig:
         return validated(dataclasses.replace(self, **changes))
 
 
-# Named sets of policy switches (keyword overrides for TrackerConfig / load_tracker). 'plain'
-# is the authors' tracker bit for bit; 'default' is what TrackerConfig() holds (the ablation on
-# the 13 dev sequences and the generated long-term set chose it); the others are the ablation
-# steps.
 # The fields a model's weights were tuned with: the ones a model manifest records. Everything
 # else (thresholds, policies) takes its default here or a user override, never a frozen copy.
 MODEL_FIELDS = ('exemplar_size', 'instance_size', 'context_amount', 'penalty_k',
                 'window_influence', 'lr')
 
+# Named sets of policy switches (keyword overrides for TrackerConfig / load_tracker). 'plain'
+# is the authors' tracker bit for bit; 'default' is what TrackerConfig() holds (the ablation on
+# the 13 dev sequences and the generated long-term set chose it); the others are the ablation
+# steps.
 PRESETS: Dict[str, Dict[str, Any]] = {
     'plain': {'update_interval': 0, 'lt_enabled': False, 'distractor_enabled': False,
               'motion_kalman': False, 'motion_camera': False},
@@ -150,7 +152,11 @@ PRESETS['default'] = dict(PRESETS['distractors'])
 
 
 def preset(name: str) -> Dict[str, Any]:
-    """The overrides of a named preset, e.g. ``load_tracker(path, **preset('plain'))``."""
+    """
+    Return the overrides of a named preset.
+
+    For example ``load_tracker(path, **preset('plain'))``.
+    """
     if name not in PRESETS:
         raise ValueError(f'unknown preset {name!r}; choose one of {sorted(PRESETS)}')
     return dict(PRESETS[name])

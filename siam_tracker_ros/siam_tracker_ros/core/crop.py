@@ -1,4 +1,5 @@
-"""Square crops around the target, with mean-colour padding.
+"""
+Square crops around the target, with mean-colour padding.
 
 The crop window follows the pysot / NanoTrack convention the published weights were trained
 with: a window of ``original_size`` pixels (an integer), whose top-left corner is
@@ -24,7 +25,8 @@ def window_origin(center: float, original_size: int) -> int:
 
 def crop_window(image: np.ndarray, center: Tuple[float, float], original_size: int,
                 out_size: int, pad_color: Sequence[float]) -> np.ndarray:
-    """Cut the (original_size)^2 window centred at ``center`` and resize it to out_size^2 (uint8).
+    """
+    Cut the (original_size)^2 window centred at ``center`` and resize it to out_size^2 (uint8).
 
     ``image`` is HxWx3 uint8; ``pad_color`` is the per-channel fill for pixels outside it.
     """

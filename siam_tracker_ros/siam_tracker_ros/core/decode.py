@@ -1,4 +1,5 @@
-"""Decoding of the network outputs into scored candidate boxes, and candidate selection.
+"""
+Decoding of the network outputs into scored candidate boxes, and candidate selection.
 
 Two decoders share one selection step:
 
@@ -34,7 +35,7 @@ class Candidates:
 
 @lru_cache(maxsize=16)
 def point_grid(size: int, stride: int) -> Tuple[np.ndarray, np.ndarray]:
-    """x and y offsets (row-major, length size*size) of the score-map points from the centre."""
+    """Return the x and y offsets (row-major, size*size) of the score-map points from centre."""
     origin = -(size // 2) * stride
     coords = origin + stride * np.arange(size, dtype=np.float32)
     xx, yy = np.meshgrid(coords, coords)
@@ -50,7 +51,8 @@ def cosine_window(size: int, repeat: int = 1) -> np.ndarray:
 
 
 def foreground_probability(cls: np.ndarray) -> np.ndarray:
-    """Softmax probability of the foreground class from a [1, 2K, H, W] logit map.
+    """
+    Softmax probability of the foreground class from a [1, 2K, H, W] logit map.
 
     Channels are laid out [K background, K foreground] (K = 1 without anchors); the result is
     flattened anchor-major then row-major.
@@ -66,7 +68,7 @@ class AnchorFreeDecoder:
         self.stride = int(stride)
 
     def decode(self, cls: np.ndarray, reg: np.ndarray) -> Candidates:
-        """cls [1, 2, S, S], reg [1, 4, S, S] (l, t, r, b) -> Candidates."""
+        """Decode cls [1, 2, S, S], reg [1, 4, S, S] (l, t, r, b) into Candidates."""
         size = cls.shape[-1]
         px, py = point_grid(size, self.stride)
         ltrb = reg.reshape(4, -1)
@@ -103,7 +105,7 @@ class AnchorDecoder:
         self.anchors = anchors
 
     def decode(self, cls: np.ndarray, reg: np.ndarray) -> Candidates:
-        """cls [1, 2K, S, S], reg [1, 4K, S, S] -> Candidates (K*S*S of them)."""
+        """Decode cls [1, 2K, S, S], reg [1, 4K, S, S] into Candidates (K*S*S of them)."""
         size = cls.shape[-1]
         k = self.anchors.count
         if cls.shape[1] != 2 * k or reg.shape[1] != 4 * k:
@@ -139,7 +141,8 @@ class Selection:
 
 def select_candidate(cands: Candidates, target_w: float, target_h: float,
                      penalty_k: float, window_influence: float) -> Selection:
-    """Scale / aspect-ratio change penalty and cosine window, then the arg-max.
+    """
+    Scale / aspect-ratio change penalty and cosine window, then the arg-max.
 
     ``target_w``/``target_h`` are the current target size in search-crop pixels.
     """
@@ -159,7 +162,7 @@ def select_candidate(cands: Candidates, target_w: float, target_h: float,
 
 
 def make_decoder(spec):
-    """The decoder a model spec asks for."""
+    """Return the decoder a model spec asks for."""
     if spec.decoder == 'anchor':
         return AnchorDecoder(spec.stride, spec.anchors)
     return AnchorFreeDecoder(spec.stride)

@@ -1,4 +1,5 @@
-"""Distractor memory: where strong look-alikes of the target were seen, in image pixels.
+"""
+Distractor memory: where strong look-alikes of the target were seen, in image pixels.
 
 After DaSiamRPN's distractor-aware idea, but positional: on confidently tracked frames the
 strong secondary peaks of the score map (local maxima away from the target) are remembered;
@@ -37,8 +38,12 @@ class DistractorMemory:
     @staticmethod
     def secondary_peaks(score_map: np.ndarray, row: int, col: int, radius: int,
                         ratio: float, limit: int = 3) -> List[Tuple[int, int]]:
-        """Cells (row, col) of local maxima scoring at least ``ratio`` times the peak, more
-        than ``radius`` cells from it and from each other."""
+        """
+        Return the cells (row, col) of the local maxima that qualify as distractors.
+
+        They score at least ``ratio`` times the peak and lie more than ``radius`` cells from
+        it and from each other.
+        """
         peak = score_map[row, col]
         values = np.asarray(score_map, dtype=np.float32)
         # A cell is a local maximum when it equals the maximum of its 3x3 neighbourhood
@@ -59,9 +64,12 @@ class DistractorMemory:
 
     def observe(self, points: Sequence[Tuple[float, float]],
                 target: Optional[Tuple[float, float]], target_size: float, frame: int) -> None:
-        """Fold in the distractor positions seen on a frame; ``target`` is where the target
-        was confidently tracked on it (remembered distractors it covers are forgotten), None
-        when it was not seen (while searching)."""
+        """
+        Fold in the distractor positions seen on a frame.
+
+        ``target`` is where the target was confidently tracked on it (remembered distractors
+        it covers are forgotten), None when it was not seen (while searching).
+        """
         merge = 0.75 * target_size
         for x, y in points:
             for item in self.items:

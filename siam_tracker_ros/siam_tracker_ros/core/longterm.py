@@ -1,4 +1,5 @@
-"""Long-term state: TRACKING -> LOST -> SEARCHING -> TRACKING, and the search-window plan.
+"""
+Long-term state: TRACKING -> LOST -> SEARCHING -> TRACKING, and the search-window plan.
 
 A frame whose confidence is below ``found_threshold`` is LOST (the published box stays where
 it was, the tracker keeps looking around there); after ``lt_lost_frames`` such frames in a row
@@ -11,8 +12,8 @@ only the tiles within two window sizes of the last position are visited.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+import math
 from typing import List, Optional, Tuple
 
 from .types import BBox, TrackState
@@ -22,9 +23,12 @@ Point = Tuple[float, float]
 
 def tile_centers(width: int, height: int, window: float, origin: Point,
                  overlap: float = 0.35) -> List[Point]:
-    """Centres of square windows of side ``window`` covering a ``width`` x ``height`` frame,
-    neighbours overlapping by ``overlap`` of a side, sorted nearest-first from ``origin``
-    (ties broken by position, so the order is deterministic)."""
+    """
+    Return the centres of ``window``-sided squares covering a ``width`` x ``height`` frame.
+
+    Neighbours overlap by ``overlap`` of a side; the centres are sorted nearest-first from
+    ``origin`` (ties broken by position, so the order is deterministic).
+    """
     step = max(window * (1.0 - overlap), 1.0)
 
     def axis(length: int) -> List[float]:
@@ -54,8 +58,11 @@ class LongTermState:
     cursor: int = 0
 
     def start(self, box: BBox, frame: int = 0, appearance: float = 1.0) -> None:
-        """A new target (or a re-acquired one, whose appearance similarity was
-        ``appearance``) is being tracked from ``frame`` on."""
+        """
+        Start tracking a new target from ``frame`` on.
+
+        Also used for a re-acquired target, whose appearance similarity was ``appearance``.
+        """
         self.state = TrackState.TRACKING
         self.sure_frame = frame
         self.appearance = appearance
@@ -74,7 +81,7 @@ class LongTermState:
         self.search_frames = 0
 
     def next_tiles(self, count: int, local_frames: int) -> List[Point]:
-        """The global-scan windows of this searching frame."""
+        """Return the global-scan windows of this searching frame."""
         limit = self.local_tiles if self.search_frames < local_frames else len(self.tiles)
         limit = max(min(limit, len(self.tiles)), 1) if self.tiles else 0
         out = []

@@ -1,4 +1,5 @@
-"""Model directories: a ``manifest.json`` that says what the files are and how to use them.
+"""
+Model directories: a ``manifest.json`` that says what the files are and how to use them.
 
 A model directory holds the network graphs (ONNX), optionally a PyTorch checkpoint, and a
 manifest with the family, the crop geometry, the input normalisation, the tracker
@@ -8,13 +9,13 @@ deep inside a runtime.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from .config import MODEL_FIELDS, TrackerConfig, from_mapping
+from .config import from_mapping, MODEL_FIELDS, TrackerConfig
 
 MANIFEST_NAME = 'manifest.json'
 FORMAT_VERSION = 1
@@ -78,11 +79,11 @@ class ModelSpec:
 
     @property
     def graph_roles(self) -> Tuple[str, str]:
-        """The two ONNX roles of this layout, in (template side, search side) order."""
+        """Return the two ONNX roles of this layout, in (template side, search side) order."""
         return LAYOUTS[self.layout]
 
     def to_manifest(self) -> Dict[str, Any]:
-        """The JSON-ready manifest of this spec."""
+        """Return the JSON-ready manifest of this spec."""
         return {
             'format_version': FORMAT_VERSION,
             'name': self.name,
@@ -113,11 +114,20 @@ def write_manifest(spec: ModelSpec) -> Path:
 
 
 def load_manifest(root, verify: bool = True) -> ModelSpec:
-    """Read and check ``root/manifest.json``; raise ModelError saying what is wrong."""
+    """
+    Read and check ``root/manifest.json``; raise ModelError saying what is wrong.
+
+    ``root`` is the model directory, or the path of its manifest.json.
+    """
     root = Path(root).expanduser().resolve()
+    if root.name == MANIFEST_NAME and root.is_file():
+        root = root.parent
     mpath = root / MANIFEST_NAME
     if not root.is_dir():
-        raise ModelError(f'model directory {root} does not exist')
+        raise ModelError(f'model directory {root} does not exist'
+                         if not root.exists() else
+                         f'{root} is a file; give the model directory (the folder with '
+                         f'{MANIFEST_NAME})')
     if not mpath.is_file():
         raise ModelError(f'{root} has no {MANIFEST_NAME}; create one with '
                          f'`siam-model import ...` or give an upstream NanoTrack folder')

@@ -1,4 +1,5 @@
-"""Constant-velocity Kalman filter on the target centre and size.
+"""
+Constant-velocity Kalman filter on the target centre and size.
 
 The state is (cx, cy, w, h, vcx, vcy, vw, vh) in image pixels and pixels per frame. While the
 target is confidently tracked every frame is a measurement; through low-confidence frames and

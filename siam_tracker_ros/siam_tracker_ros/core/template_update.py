@@ -1,4 +1,5 @@
-"""Template update on the template features (the tracker owns them; backends hold no state).
+"""
+Template update on the template features (the tracker owns them; backends hold no state).
 
 Confidence-gated moving average (SiamMargin), with the initial template always in the mix
 (DASTSiam): the accumulated template is ``z_t = (1 - a) z_{t-1} + a f(box_t)``, updated only on
@@ -48,7 +49,7 @@ class TemplateUpdater:
 
     @property
     def enabled(self) -> bool:
-        """True when updates are taken at all."""
+        """Return True when updates are taken at all."""
         return self.interval > 0 and self.rate > 0 and self.init_weight < 1
 
     def reset(self, features: Features) -> None:
@@ -83,5 +84,5 @@ class TemplateUpdater:
 
     @property
     def changed(self) -> bool:
-        """True when the template in use differs from the initial one."""
+        """Return True when the template in use differs from the initial one."""
         return self.updates > 0

@@ -1,4 +1,5 @@
-"""The Siamese tracker: crop, run the backend, decode, select, smooth, clip.
+"""
+The Siamese tracker: crop, run the backend, decode, select, smooth, clip.
 
 It follows the SiamRPN++ / NanoTrack tracking procedure the published weights were tuned with
 (pysot's ``SiamRPNTracker`` and NanoTrack's ``NanoTracker``): the template is cut once at
@@ -26,10 +27,10 @@ the 'plain' preset (which then reproduces the procedure above bit for bit):
 """
 from __future__ import annotations
 
-import math
-import time
 from collections import deque
 from dataclasses import dataclass
+import math
+import time
 from typing import Dict, Optional, Tuple
 
 import cv2
@@ -47,9 +48,9 @@ from .motion import ConstantVelocityKalman
 from .template_update import cosine, TemplateUpdater
 from .types import BBox, TrackResult, TrackState
 
-# Fields whose change needs a new template (crop geometry); the others apply on the next frame.
 # Shifts (fractions of the box) of the first-frame crops the appearance cue is calibrated on.
 _APPEARANCE_SHIFTS = ((0.1, 0.0), (-0.1, 0.0), (0.0, 0.1), (0.0, -0.1))
+# Fields whose change needs a new template (crop geometry); the others apply on the next frame.
 _GEOMETRY_FIELDS = ('exemplar_size', 'instance_size', 'context_amount')
 # Camera-motion compensation: the target's own motion (what the camera does not explain) is
 # measured over this many frame pairs before the loss and kept, damped per frame, while lost.
@@ -102,6 +103,8 @@ class SiameseTracker:
         self.backend = backend
         self._config = validated(config if config is not None else spec.tracker)
         self._decoder = make_decoder(spec)
+        self._runnable_sizes = {(spec.tracker.exemplar_size, spec.tracker.instance_size)}
+        self.check_crop_sizes(self._config)
         self.state = TrackState.IDLE
         self.features: Tuple[np.ndarray, ...] = ()
         self.center = np.zeros(2)
@@ -117,7 +120,6 @@ class SiameseTracker:
         self.longterm = LongTermState()
         self._calibrated = False
         self._appearance_ref = 1.0
-        self.last_cues: Optional[Cues] = None
         self._previous: Optional[np.ndarray] = None
         self._tracked: deque = deque(maxlen=_OWN_MOTION_PAIRS + 1)  # (frame, centre)
         self._own_motion: Optional[np.ndarray] = None
@@ -125,11 +127,16 @@ class SiameseTracker:
 
     @property
     def config(self) -> TrackerConfig:
-        """The configuration in force."""
+        """Return the configuration in force."""
         return self._config
 
     def set_config(self, config: TrackerConfig) -> None:
-        """Change the configuration; crop-geometry changes are refused while a target is set."""
+        """
+        Change the configuration; crop-geometry changes are refused while a target is set.
+
+        Crop sizes the backend's graphs cannot run are refused too (ValueError naming the
+        sizes the model was built for).
+        """
         config = validated(config)
         if self.state != TrackState.IDLE:
             changed = [f for f in _GEOMETRY_FIELDS
@@ -137,6 +144,7 @@ class SiameseTracker:
             if changed:
                 raise ValueError(f'{", ".join(changed)} cannot change while tracking; '
                                  'stop, change, then set the target again')
+        self.check_crop_sizes(config)
         self._config = config
         for policy in (self.updater, self.estimator, self.distractors):
             policy.set_config(config)
@@ -144,10 +152,34 @@ class SiameseTracker:
             self.updater.reset(self.updater.initial)
             self.features = self.updater.current
 
+    def check_crop_sizes(self, config: TrackerConfig) -> None:
+        """
+        Raise ValueError unless the backend runs ``config``'s crop sizes end to end.
+
+        One template encoding, one search pass and one decode on blank crops, done once per
+        pair of sizes (exported graphs have static shapes; dynamic ones accept more).
+        """
+        sizes = (config.exemplar_size, config.instance_size)
+        if sizes in self._runnable_sizes:
+            return
+        z, x = sizes
+        try:
+            features = self.backend.encode_template(np.zeros((1, 3, z, z), np.float32))
+            self._decoder.decode(*self.backend.track(features,
+                                                     np.zeros((1, 3, x, x), np.float32)))
+        except Exception as exc:  # noqa: BLE001 - any runtime's shape error means 'refused'
+            built = self.spec.tracker
+            raise ValueError(
+                f'model {self.spec.name} cannot run exemplar_size={z}, instance_size={x}: '
+                f'its graphs were built for exemplar_size={built.exemplar_size}, '
+                f'instance_size={built.instance_size} ({type(exc).__name__}: '
+                f'{str(exc).splitlines()[0][:160] if str(exc) else ""})') from exc
+        self._runnable_sizes.add(sizes)
+
     # -- geometry helpers ----------------------------------------------------------------
 
     def template_crop(self, image: np.ndarray, center, size) -> np.ndarray:
-        """The template window of a target at ``center`` with ``size`` (what init encodes)."""
+        """Cut the template window of a target at ``center`` with ``size`` (what init encodes)."""
         s_z = round(context_size(size[0], size[1], self._config.context_amount))
         return crop_window(image, center, max(int(s_z), 1), self._config.exemplar_size,
                            self.pad_color)
@@ -177,7 +209,8 @@ class SiameseTracker:
                 search.center[1] + boxes[1] / search.scale_z)
 
     def _penalised(self, search: _Search, expected=None) -> Tuple[_Search, np.ndarray]:
-        """Candidates with their scores multiplied by the distractor factor (and the factor).
+        """
+        Candidates with their scores multiplied by the distractor factor (and the factor).
 
         With ``expected`` (while tracking) candidates within one target size of where the
         target is expected are left alone: the target may pass by a remembered distractor.
@@ -266,8 +299,11 @@ class SiameseTracker:
         return self.backend.encode_template(to_blob(crop))
 
     def _appearance(self, image: np.ndarray, center, size) -> float:
-        """Similarity of the box's template features to the initial template, relative to
-        the first frame (one template-branch run)."""
+        """
+        Return the box's template-feature similarity to the initial template.
+
+        Relative to the first frame; costs one template-branch run.
+        """
         sample = self._encode_at(image, center, size)
         return cosine(self.updater.initial, sample) / self._appearance_ref
 
@@ -300,9 +336,12 @@ class SiameseTracker:
         return result
 
     def _follow_camera(self, previous: np.ndarray, image: np.ndarray) -> None:
-        """Move the lost target's remembered place with the camera, plus the target's own
-        motion measured before the loss (damped): a camera that was following the target
-        keeps it in place, a pan away carries it out of the view and back."""
+        """
+        Move the lost target's remembered place with the camera.
+
+        The target's own motion measured before the loss is added (damped): a camera that was
+        following the target keeps it in place, a pan away carries it out of the view and back.
+        """
         if self._own_motion is None:
             self._own_motion = self._motion_before_loss()
         matrix = estimate_camera_motion(previous, image)
@@ -329,8 +368,11 @@ class SiameseTracker:
         # movers themselves (people, cars), often kept in view by the same camera.
 
     def _motion_before_loss(self) -> np.ndarray:
-        """Mean per-frame motion of the target that the camera motion does not explain, over
-        the last confidently tracked frames (zero when they are too few)."""
+        """
+        Return the target's mean per-frame motion that the camera motion does not explain.
+
+        Measured over the last confidently tracked frames (zero when they are too few).
+        """
         tracked = list(self._tracked)
         steps = []
         for (a, ca), (b, cb) in zip(tracked, tracked[1:]):
@@ -340,7 +382,7 @@ class SiameseTracker:
         return np.mean(steps, axis=0) if steps else np.zeros(2)
 
     def _track(self, image: np.ndarray, t0: float) -> TrackResult:
-        """The plain tracking step, with the policies that are switched on."""
+        """Run the plain tracking step, with the policies that are switched on."""
         cfg = self._config
         if cfg.motion_kalman:
             self.kalman.predict()
@@ -400,7 +442,6 @@ class SiameseTracker:
             self.last_stage_ms['verify'] = (time.perf_counter() - t_a) * 1e3
             cues = Cues(cues.score, cues.sharpness, cues.jump, appearance)
             confidence = self.estimator(cues, float(factor[pick.index]))
-        self.last_cues = cues
         if confidence >= cfg.found_threshold:
             lt.low_frames = 0
             found = np.array([cx, cy])
@@ -432,8 +473,12 @@ class SiameseTracker:
         return TrackResult(box, pick.score, state, confidence)
 
     def _probe_distractor(self, search: _Search, crop: np.ndarray):
-        """Where the tracker would go if the target vanished: the search crop is run again
-        with the target masked out; a strong peak there is a distractor (image x, y)."""
+        """
+        Return where the tracker would go if the target vanished.
+
+        The search crop is run again with the target masked out; a strong peak there is a
+        distractor (image x, y).
+        """
         cfg = self._config
         masked = crop.copy()
         z = search.scale_z
@@ -549,7 +594,6 @@ class SiameseTracker:
                 best = scored
         if best is None:
             return TrackResult(lt.held_box, 0.0, TrackState.SEARCHING, 0.0)
-        self.last_cues = best.cues
         if best.confidence >= cfg.lt_redetect_threshold and self._verified(image, best):
             height, width = image.shape[:2]
             cx = min(max(best.center[0], 0.0), width)
@@ -567,7 +611,7 @@ class SiameseTracker:
         return TrackResult(lt.held_box, best.pick.score, TrackState.SEARCHING, best.confidence)
 
     def _verified(self, image: np.ndarray, cand: _Scored) -> bool:
-        """A re-acquired candidate must also match the initial template well enough."""
+        """Check that a re-acquired candidate also matches the initial template well enough."""
         if self._config.conf_appearance_interval:
             return cand.cues.appearance >= self._config.lt_verify_ratio
         ref = self.estimator.reference.score

@@ -1,9 +1,9 @@
 """Typed values shared by the whole tracker: boxes, states and per-frame results."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 import enum
 import math
-from dataclasses import dataclass
 from typing import Tuple
 
 
@@ -47,7 +47,7 @@ class BBox:
         return (self.x, self.y, self.w, self.h)
 
     def is_finite(self) -> bool:
-        """True when no coordinate is NaN or infinite."""
+        """Return True when no coordinate is NaN or infinite."""
         return all(math.isfinite(v) for v in self.as_tuple())
 
     def validation_error(self, image_width: int, image_height: int) -> str:
@@ -74,7 +74,8 @@ class TrackState(enum.IntEnum):
 
 @dataclass(frozen=True)
 class TrackResult:
-    """What the tracker says about one frame.
+    """
+    What the tracker says about one frame.
 
     ``box`` is the published box (it is not moved by low-confidence frames once long-term
     logic is on), ``score`` the raw classification score of the chosen candidate and
@@ -88,5 +89,5 @@ class TrackResult:
 
     @property
     def found(self) -> bool:
-        """The tracker's own verdict that the target is visible."""
+        """Return the tracker's own verdict that the target is visible."""
         return self.state == TrackState.TRACKING

@@ -1,4 +1,5 @@
-"""A generated long-term set with exact ground truth, built from real sequences at run time.
+"""
+A generated long-term set with exact ground truth, built from real sequences at run time.
 
 Each source sequence (``<Name>/img`` + ``groundtruth.txt``) gives up to two new sequences:
 
@@ -19,12 +20,12 @@ siam_tracker_ros.eval.longterm_set --out DIR`` writes the set (default sources: 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 import json
 import math
 import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
+import sys
 from typing import Any, Dict, List, Optional, Sequence as Seq, Tuple
 
 import cv2
@@ -75,7 +76,7 @@ def _ramp(frames: int, plan: Plan, ramp: int) -> np.ndarray:
 
 
 def _visible_box(box: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The clipped box, or NaN when less than MIN_VISIBLE of it is inside the image."""
+    """Return the clipped box, or NaN when less than MIN_VISIBLE of it is inside the image."""
     x1, y1 = max(box[0], 0.0), max(box[1], 0.0)
     x2, y2 = min(box[0] + box[2], width), min(box[1] + box[3], height)
     if x2 <= x1 or y2 <= y1 or (x2 - x1) * (y2 - y1) < MIN_VISIBLE * box[2] * box[3]:
@@ -85,7 +86,8 @@ def _visible_box(box: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def exit_windows(gt: np.ndarray, frame_w: int, frame_h: int, plan: Plan
                  ) -> Optional[Tuple[np.ndarray, int, int]]:
-    """Top-left corners (N, 2) of a virtual-camera window and its size, or None.
+    """
+    Top-left corners (N, 2) of a virtual-camera window and its size, or None.
 
     The window follows the smoothed target path and pans (in the direction with room for it)
     far enough for the target to leave; sizes from 60% of the frame down are tried.
@@ -118,8 +120,12 @@ def exit_windows(gt: np.ndarray, frame_w: int, frame_h: int, plan: Plan
 
 def _lookalike_place(boxes: np.ndarray, span: range, ref: np.ndarray, width: int, height: int,
                      blocked: List[np.ndarray]) -> Optional[Tuple[float, float]]:
-    """A fixed centre for the look-alike near ``ref`` (x, y, w, h) that never overlaps the
-    target (or a blocked region) during ``span`` and stays inside the image."""
+    """
+    Choose a fixed centre for the look-alike near ``ref`` (x, y, w, h).
+
+    The centre never lets it overlap the target (or a blocked region) during ``span`` and
+    keeps it inside the image.
+    """
     side = math.sqrt(ref[2] * ref[3])
     cx, cy = ref[0] + ref[2] / 2.0, ref[1] + ref[3] / 2.0
     w_max = np.nanmax(boxes[span.start:span.stop, 2])
@@ -269,7 +275,8 @@ def build_occlusion(seq: Sequence, frames: List[np.ndarray], texture: np.ndarray
 def build_longterm_set(sources, out, names: Optional[Seq[str]] = None,
                        max_frames: Optional[int] = None, kinds: Seq[str] = ('exit', 'occ'),
                        log=None) -> List[Path]:
-    """Build the set from the sequences under ``sources`` into ``out``; return the folders.
+    """
+    Build the set from the sequences under ``sources`` into ``out``; return the folders.
 
     ``names`` restricts the source sequences, ``max_frames`` cuts each source (small test
     sets). Deterministic: the same sources give the same set.
@@ -301,15 +308,19 @@ def build_longterm_set(sources, out, names: Optional[Seq[str]] = None,
 
 
 def load_events(root) -> Dict[str, Any]:
-    """The events.json of a generated sequence."""
+    """Read the events.json of a generated sequence."""
     return json.loads((Path(root) / EVENTS_FILE).read_text())
 
 
 def event_scores(boxes: np.ndarray, found: np.ndarray, gt: np.ndarray,
                  events: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Per absence event: re-acquired within REACQUIRE_WITHIN frames of the return (found and
+    """
+    Score each absence event.
+
+    Per event: re-acquired within REACQUIRE_WITHIN frames of the return (found and
     IoU >= REACQUIRE_IOU), and whether the tracker jumped to the look-alike (reported found
-    on a box overlapping the look-alike by IoU > JUMP_IOU on any frame where it is shown)."""
+    on a box overlapping the look-alike by IoU > JUMP_IOU on any frame where it is shown).
+    """
     boxes = np.asarray(boxes, dtype=np.float64)
     found = np.asarray(found, dtype=bool)
     look = np.array([[np.nan] * 4 if b is None else b for b in events['lookalike']])
@@ -336,7 +347,7 @@ def event_scores(boxes: np.ndarray, found: np.ndarray, gt: np.ndarray,
 
 
 def sequence_events(sequence: Sequence) -> Optional[Dict[str, Any]]:
-    """The events.json of a sequence of the generated set, or None for any other sequence."""
+    """Read the events.json of a sequence of the generated set; None for any other sequence."""
     if not sequence.frames:
         return None
     root = Path(sequence.frames[0]).parent.parent
@@ -344,9 +355,12 @@ def sequence_events(sequence: Sequence) -> Optional[Dict[str, Any]]:
 
 
 def events_summary(per_sequence: Seq[List[Dict[str, Any]]]) -> Optional[Dict[str, Any]]:
-    """Counts over the event lists of several sequences: events with a return and how many
-    were re-acquired within REACQUIRE_WITHIN frames; events with a look-alike and how many
-    passed without a jump to it. None when there are no events."""
+    """
+    Count over the event lists of several sequences.
+
+    Events with a return and how many were re-acquired within REACQUIRE_WITHIN frames; events
+    with a look-alike and how many passed without a jump to it. None when there are no events.
+    """
     events = [e for evs in per_sequence for e in evs]
     if not events:
         return None

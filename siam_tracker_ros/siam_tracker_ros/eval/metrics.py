@@ -1,4 +1,5 @@
-"""One-pass evaluation (OPE) metrics in the OTB / GOT-10k / LaSOT conventions, pure numpy.
+"""
+One-pass evaluation (OPE) metrics in the OTB / GOT-10k / LaSOT conventions, pure numpy.
 
 Boxes are ``(N, 4)`` arrays of float (x, y, w, h), 0-based pixels. A ground-truth row of NaN
 means the target is absent; such frames are left out of the overlap and centre-error metrics
@@ -42,7 +43,8 @@ def _pair(pred, gt) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def iou(pred, gt) -> np.ndarray:
-    """Per-frame intersection over union of ``(N, 4)`` x, y, w, h boxes.
+    """
+    Per-frame intersection over union of ``(N, 4)`` x, y, w, h boxes.
 
     A predicted box with a NaN coordinate or no area scores 0; NaN ground-truth rows give NaN.
     """
@@ -70,7 +72,8 @@ def centers(boxes) -> np.ndarray:
 
 
 def center_error(pred, gt) -> np.ndarray:
-    """Per-frame Euclidean distance between box centres in pixels.
+    """
+    Per-frame Euclidean distance between box centres in pixels.
 
     A NaN predicted box counts as infinitely far; NaN ground-truth rows give NaN.
     """
@@ -82,7 +85,8 @@ def center_error(pred, gt) -> np.ndarray:
 
 
 def normalized_center_error(pred, gt) -> np.ndarray:
-    """Per-frame centre error with each axis divided by the ground-truth size (LaSOT).
+    """
+    Per-frame centre error with each axis divided by the ground-truth size (LaSOT).
 
     A NaN predicted box counts as infinitely far; NaN ground-truth rows give NaN.
     """
@@ -123,7 +127,8 @@ def curve_auc(curve) -> float:
 
 
 def presence_scores(present, predicted) -> Tuple[float, float, float]:
-    """Precision, recall and F1 of a 'target present' verdict against the truth.
+    """
+    Precision, recall and F1 of a 'target present' verdict against the truth.
 
     Positive means 'target present'. A ratio with a zero denominator is 0.
     """
@@ -150,7 +155,8 @@ def average_ranks(values) -> np.ndarray:
 
 
 def auroc(scores, labels) -> float:
-    """Area under the ROC curve of ``scores`` separating positive from negative ``labels``.
+    """
+    Area under the ROC curve of ``scores`` separating positive from negative ``labels``.
 
     Rank based (Mann-Whitney U, ties count one half). Frames with a non-finite score are left
     out; NaN when either class is empty.
@@ -171,7 +177,8 @@ def auroc(scores, labels) -> float:
 
 @dataclass(frozen=True, eq=False)
 class SequenceMetrics:
-    """Metrics of one tracker on one sequence (first frame excluded).
+    """
+    Metrics of one tracker on one sequence (first frame excluded).
 
     The presence fields are None when the ground truth has no absent frame; ``conf_auroc``
     is None unless both visible and absent frames exist.
@@ -197,7 +204,8 @@ class SequenceMetrics:
 
 def evaluate_sequence(pred, gt, found=None, confidence=None,
                       skip_first: bool = True) -> SequenceMetrics:
-    """Score predicted boxes against ground truth, leaving out the initialisation frame.
+    """
+    Score predicted boxes against ground truth, leaving out the initialisation frame.
 
     ``found`` (bool per frame, the tracker's own verdict) and ``confidence`` (float per frame)
     feed the presence metrics; without them every frame counts as 'found'.

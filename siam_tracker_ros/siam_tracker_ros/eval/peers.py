@@ -1,4 +1,5 @@
-"""OpenCV's own trackers behind the project's ``init`` / ``update`` -> ``TrackResult`` interface.
+"""
+OpenCV's own trackers behind the project's ``init`` / ``update`` -> ``TrackResult`` interface.
 
 Peers are named ``opencv-nano`` (TrackerNano with a NanoTrack v1/v2 ONNX folder),
 ``opencv-mil`` (TrackerMIL), ``opencv-csrt`` and ``opencv-kcf`` (contrib). OpenCV trackers take
@@ -36,7 +37,8 @@ def to_cv_rect(box: BBox) -> Tuple[int, int, int, int]:
 
 
 class OpenCVPeer:
-    """Wrap a ``cv2.Tracker`` so it answers like the project's tracker.
+    """
+    Wrap a ``cv2.Tracker`` so it answers like the project's tracker.
 
     ``score`` is ``getTrackingScore()`` where the tracker implements it (OpenCV returns -1
     where it does not; that becomes NaN); ``confidence`` is that score clipped to [0, 1]
@@ -88,8 +90,12 @@ class OpenCVPeer:
 
 @contextlib.contextmanager
 def _quiet_opencv():
-    """Hide OpenCV's warnings for a moment (TrackerNano warns about dnn targets on every
-    creation in OpenCV 5, which says nothing about tracking)."""
+    """
+    Hide OpenCV's warnings for a moment.
+
+    TrackerNano warns about dnn targets on every creation in OpenCV 5, which says nothing about
+    tracking.
+    """
     log = getattr(getattr(cv2, 'utils', None), 'logging', None)
     if log is None:
         yield
@@ -128,7 +134,7 @@ def _make_kcf(model_dir: Optional[str]) -> OpenCVPeer:
 
 
 def nano_model_files(model_dir: Optional[str]) -> Tuple[Path, Path]:
-    """The backbone and head ONNX files TrackerNano needs from a NanoTrack v1/v2 folder."""
+    """Find the backbone and head ONNX files TrackerNano needs in a NanoTrack v1/v2 folder."""
     if not model_dir:
         raise PeerUnavailable('opencv-nano needs a NanoTrack v1/v2 folder with '
                               f'{NANO_BACKBONE} and {NANO_HEAD}; pass --peer-model DIR')
@@ -175,7 +181,8 @@ MODEL_PEERS = frozenset({'opencv-nano'})
 
 def parse_peer_spec(spec: str, default_model: Optional[str] = None
                     ) -> Tuple[str, str, Optional[str]]:
-    """Split a peer spec into (display name, kind, model folder).
+    """
+    Split a peer spec into (display name, kind, model folder).
 
     ``KIND`` uses ``default_model``; ``KIND@DIR`` uses DIR and is named ``KIND@<DIR's name>``
     so two NanoTrack versions can run side by side. Peers without a model get None.

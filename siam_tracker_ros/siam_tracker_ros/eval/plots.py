@@ -1,4 +1,5 @@
-"""OTB-style success and precision plots (PNG) from the evaluation results.
+"""
+OTB-style success and precision plots (PNG) from the evaluation results.
 
 matplotlib is imported only when a plot is drawn, and only its Agg canvas is used (no pyplot,
 no display needed).
@@ -42,7 +43,8 @@ def _draw(series: List[Tuple[str, Seq[float], int]], x: Seq[float], title: str, 
 
 def write_plots(trackers: Dict[str, Dict[str, Any]], out_dir: Union[str, Path],
                 title_suffix: str = '') -> List[Path]:
-    """Write ``success.png`` and ``precision.png`` for the whole sequence set.
+    """
+    Write ``success.png`` and ``precision.png`` for the whole sequence set.
 
     ``trackers`` is the ``trackers`` block of the evaluation JSON; each tracker's curve is its
     mean over sequences, labelled with its mean AUC / precision at 20 px and sorted best first.

@@ -1,4 +1,5 @@
-"""Run trackers over sequences (one-pass evaluation) and collect JSON-ready results.
+"""
+Run trackers over sequences (one-pass evaluation) and collect JSON-ready results.
 
 Every frame of a sequence is decoded once; all trackers then run on the same decoded frames in
 this process, one after the other. Each tracker starts on the first frame from its ground-truth
@@ -6,14 +7,14 @@ box; only ``update()`` is timed (``time.perf_counter``), so decoding is not part
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import gc
 import math
 import statistics
 import sys
 import time
-import zlib
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence as Seq, TextIO
+import zlib
 
 import numpy as np
 
@@ -29,7 +30,8 @@ OURS = 'ours'
 
 @dataclass(frozen=True)
 class TrackerEntry:
-    """A tracker to evaluate: its name and a callable giving a tracker ready for ``init``.
+    """
+    A tracker to evaluate: its name and a callable giving a tracker ready for ``init``.
 
     ``make`` is called once per sequence; it may return a fresh tracker or the same one
     (``init`` must then forget the previous target).
@@ -57,7 +59,8 @@ class TrackerRun:
 
 
 class Progress:
-    """A small progress display on a text stream (stderr by default).
+    """
+    A small progress display on a text stream (stderr by default).
 
     On a terminal it redraws one line (sequence, tracker, frame i/N) at most every 0.1 s; on
     anything else it stays quiet except for one line per finished sequence.
@@ -83,7 +86,7 @@ class Progress:
         self._width = len(text)
 
     def start_sequence(self, index: int, count: int, name: str, frames: int) -> None:
-        """A new sequence begins (``index`` is 1-based)."""
+        """Begin a new sequence (``index`` is 1-based)."""
         self._prefix = f'[{index}/{count}] {name} ({frames} frames)'
         if self.enabled and self.interactive:
             self._draw(self._prefix + ' decoding')
@@ -101,7 +104,7 @@ class Progress:
         self._draw(f'{self._prefix} {tracker} [{"#" * done}{"." * (width - done)}] {i}/{n}')
 
     def end_sequence(self, summary: str) -> None:
-        """The sequence is done: leave one line with its summary."""
+        """End the sequence: leave one line with its summary."""
         if not self.enabled:
             return
         line = f'{self._prefix}: {summary}'
@@ -128,8 +131,12 @@ class Progress:
 def run_tracker(tracker: Any, frames: Seq[np.ndarray], sequence: Sequence, name: str = '',
                 progress: Optional[Progress] = None,
                 init_box: Optional[BBox] = None) -> TrackerRun:
-    """Start ``tracker`` on frame 0 from the ground truth (or ``init_box``), then time
-    ``update()`` on the rest."""
+    """
+    Run ``tracker`` on one sequence.
+
+    Start it on frame 0 from the ground truth (or ``init_box``), then time ``update()`` on the
+    rest.
+    """
     n = len(frames)
     boxes = np.full((n, 4), np.nan)
     scores = np.full(n, np.nan)
@@ -178,7 +185,7 @@ def _curve(values: np.ndarray) -> List[Optional[float]]:
 
 def sequence_record(metrics: SequenceMetrics, run: TrackerRun,
                     save_boxes: bool = False) -> Dict[str, Any]:
-    """The JSON block of one tracker on one sequence."""
+    """Return the JSON block of one tracker on one sequence."""
     record: Dict[str, Any] = {
         'auc': _num(metrics.auc),
         'prec20': _num(metrics.prec20),
@@ -211,7 +218,8 @@ def _mean(values: List[Optional[float]]) -> Optional[float]:
 
 
 def mean_record(sequences: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
-    """Summary over sequences: means of the accuracy figures, the median of per-sequence fps.
+    """
+    Summary over sequences: means of the accuracy figures, the median of per-sequence fps.
 
     ``fps`` is the median over sequences of each sequence's update() frames/s (robust to one
     sequence with a slow first call); ``fps_mean`` is their mean. ``presence_f1`` and
@@ -251,7 +259,7 @@ def mean_record(sequences: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def thresholds_record() -> Dict[str, List[float]]:
-    """The thresholds the curves in the JSON are sampled on."""
+    """Return the thresholds the curves in the JSON are sampled on."""
     return {
         'success_curve': [float(v) for v in SUCCESS_THRESHOLDS],
         'precision_curve': [float(v) for v in PRECISION_THRESHOLDS],
@@ -260,9 +268,12 @@ def thresholds_record() -> Dict[str, List[float]]:
 
 
 def jittered_boxes(sequence: Sequence, repeats: int, jitter: float) -> List[BBox]:
-    """The initial boxes of ``repeats`` runs on one sequence: the ground truth first, then
-    copies moved by up to ``jitter`` pixels in x and y (seeded by the sequence's name, so
-    every tracker and every invocation gets the same ones)."""
+    """
+    Return the initial boxes of ``repeats`` runs on one sequence.
+
+    The ground truth first, then copies moved by up to ``jitter`` pixels in x and y (seeded by
+    the sequence's name, so every tracker and every invocation gets the same ones).
+    """
     box = sequence.init_box
     rng = np.random.default_rng(zlib.crc32(sequence.name.encode()))
     offsets = rng.uniform(-jitter, jitter, size=(max(repeats - 1, 0), 2))
@@ -273,7 +284,8 @@ def run_evaluation(sequences: Seq[Sequence], trackers: Seq[TrackerEntry],
                    progress: Optional[Progress] = None,
                    save_boxes: bool = False, repeats: int = 1,
                    jitter: float = 0.0) -> Dict[str, Dict[str, Any]]:
-    """Evaluate every tracker on every sequence.
+    """
+    Evaluate every tracker on every sequence.
 
     With ``repeats`` > 1 each tracker also runs from ``repeats - 1`` initial boxes moved by
     up to ``jitter`` pixels (see jittered_boxes): Siamese trackers are chaotic (crop rounding),
@@ -333,7 +345,8 @@ def _count(events: Dict[str, Any], hits: str, total: str) -> str:
 
 
 def format_table(trackers: Dict[str, Dict[str, Any]], reference: Optional[str] = OURS) -> str:
-    """A plain-text summary: one row per tracker with its mean figures and median fps.
+    """
+    Format a plain-text summary: one row per tracker with its mean figures and median fps.
 
     On the generated long-term set it adds the confidence AUROC and the event counts
     (re-acquired within 10 frames of the return / events, no jump to the look-alike / events).

@@ -1,4 +1,5 @@
-"""Synthetic tracking sequences with exact ground truth (numpy + OpenCV only).
+"""
+Synthetic tracking sequences with exact ground truth (numpy + OpenCV only).
 
 A textured target (a random colour pattern with a border) moves on a smooth Lissajous path,
 with a slow scale change, over a cluttered textured background; the ground-truth box is the
@@ -7,8 +8,8 @@ Used by the tests, siam-bench, check-backend and ``make demo`` (no data files ne
 """
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, List, Tuple
 
 import cv2
@@ -84,7 +85,8 @@ def groundtruth_path(video: Path) -> Path:
 
 def write_clip(out, frames: int = DEFAULT_FRAMES, size: Tuple[int, int] = DEFAULT_SIZE,
                fps: float = DEFAULT_FPS, seed: int = 7) -> Tuple[Path, Path]:
-    """Write the clip to ``out`` (a .mp4/.avi video, or a folder of PNGs) plus its ground truth.
+    """
+    Write the clip to ``out`` (a .mp4/.avi video, or a folder of PNGs) plus its ground truth.
 
     Returns (clip path, ground-truth path); the ground truth goes to ``<stem>.groundtruth.txt``
     next to a video, or ``groundtruth.txt`` beside the ``img/`` folder of a folder output.
@@ -125,6 +127,6 @@ class SyntheticSequence:
 
 def moving_target(frames: int = DEFAULT_FRAMES, size: Tuple[int, int] = DEFAULT_SIZE,
                   seed: int = 7) -> SyntheticSequence:
-    """The generated clip held in memory."""
+    """Generate the clip and hold it in memory."""
     pairs = list(generate_frames(frames, size, seed))
     return SyntheticSequence([f for f, _ in pairs], np.asarray([b for _, b in pairs]))

@@ -15,7 +15,8 @@ class FrameSourceError(ValueError):
 
 
 class FrameSource:
-    """Iterate over the BGR frames of a video file or an image folder, any number of times.
+    """
+    Iterate over the BGR frames of a video file or an image folder, any number of times.
 
     ``path`` is a video file (anything OpenCV reads), a folder of images (natural order) or a
     sequence folder (``img/`` + ``groundtruth.txt``, whose ground truth becomes the default).

@@ -1,14 +1,15 @@
-"""Single-object tracking sequences on disk: ``<Name>/img/*.jpg`` plus ``groundtruth.txt``.
+"""
+Single-object tracking sequences on disk: ``<Name>/img/*.jpg`` plus ``groundtruth.txt``.
 
 The ground truth has one row per frame, ``x,y,w,h`` in 0-based pixels (comma, tab or space
 separated); a row of NaN means the target is absent from that frame.
 """
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
+import math
 from pathlib import Path
+import re
 from typing import Iterable, Iterator, List, Optional, Sequence as Seq, Tuple, Union
 
 import cv2
@@ -28,7 +29,8 @@ PathLike = Union[str, Path]
 
 @dataclass(frozen=True, eq=False)
 class Sequence:
-    """One tracking sequence: its frames in order and one ground-truth row per frame.
+    """
+    One tracking sequence: its frames in order and one ground-truth row per frame.
 
     ``gt`` is an ``(N, 4)`` float64 array of (x, y, w, h); rows where the target is absent
     are all NaN.
@@ -39,22 +41,22 @@ class Sequence:
     gt: np.ndarray
 
     def __len__(self) -> int:
-        """Number of frames."""
+        """Return the number of frames."""
         return len(self.frames)
 
     @property
     def init_box(self) -> BBox:
-        """The ground-truth box of the first frame, the one trackers are started with."""
+        """Return the ground-truth box of the first frame, the one trackers are started with."""
         return BBox.from_sequence(self.gt[0])
 
     @property
     def absent(self) -> np.ndarray:
-        """Boolean mask of frames where the target is absent (NaN ground truth)."""
+        """Return a boolean mask of the frames without the target (NaN ground truth)."""
         return np.isnan(self.gt).any(axis=1)
 
     @property
     def has_absent_frames(self) -> bool:
-        """True when some frame after the first has no target."""
+        """Return True when some frame after the first has no target."""
         return bool(self.absent[1:].any())
 
 
@@ -65,7 +67,8 @@ def natural_key(name: str) -> Tuple:
 
 
 def read_groundtruth(path: PathLike) -> np.ndarray:
-    """Read a ground-truth file into an ``(N, 4)`` float64 array (NaN rows = target absent).
+    """
+    Read a ground-truth file into an ``(N, 4)`` float64 array (NaN rows = target absent).
 
     Accepts comma, tab or whitespace separated values. A row with any NaN becomes all NaN.
     Trailing empty lines are ignored; an empty line inside the file is an error because it
@@ -105,7 +108,7 @@ def list_frames(image_dir: PathLike) -> Tuple[Path, ...]:
 
 
 def is_sequence_dir(path: PathLike) -> bool:
-    """True when ``path`` looks like a sequence folder (``img/`` and ``groundtruth.txt``)."""
+    """Tell whether ``path`` looks like a sequence folder (``img/`` and ``groundtruth.txt``)."""
     path = Path(path)
     return (path / IMAGE_DIR).is_dir() and (path / GROUNDTRUTH_FILE).is_file()
 
@@ -128,7 +131,8 @@ def load_sequence(path: PathLike) -> Sequence:
 
 
 def list_sequences(root: PathLike, names: Optional[Iterable[str]] = None) -> List[Sequence]:
-    """Load the sequences under ``root`` (sorted by name), or only ``names`` in the given order.
+    """
+    Load the sequences under ``root`` (sorted by name), or only ``names`` in the given order.
 
     Folders that are not sequences (no ``img/`` or no ``groundtruth.txt``) are ignored when
     listing; a requested name that is not a sequence is an error naming the ones available.

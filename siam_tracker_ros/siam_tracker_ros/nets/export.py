@@ -1,4 +1,5 @@
-"""ONNX export of Siamese nets as two graphs, and product model directories.
+"""
+ONNX export of Siamese nets as two graphs, and product model directories.
 
 A net that can be exported has ``split() -> (template_encoder, search_head)``:
 
@@ -104,7 +105,8 @@ def _has_subgraphs(graph: onnx.GraphProto) -> bool:
 
 
 def fold_constants(model: onnx.ModelProto) -> int:
-    """Replace every node computable from constants alone by initializers; return the count.
+    """
+    Replace every node computable from constants alone by initializers; return the count.
 
     The TorchScript exporter leaves small shape computations (e.g. the pads of a Pad:
     ConstantOfShape -> Concat -> Reshape -> ... -> Cast) in the graph. Folding them leaves
@@ -155,7 +157,8 @@ def fold_constants(model: onnx.ModelProto) -> int:
 
 def export_split(net: nn.Module, out_dir: PathLike, exemplar_size: int, instance_size: int,
                  opset: int = 17, check: bool = True) -> Tuple[Path, Path]:
-    """Export ``net.split()`` as ``out_dir/template.onnx`` and ``out_dir/search.onnx``.
+    """
+    Export ``net.split()`` as ``out_dir/template.onnx`` and ``out_dir/search.onnx``.
 
     Shapes are static: template (1, 3, exemplar_size, exemplar_size), search
     (1, 3, instance_size, instance_size). With ``check`` the graphs are validated with
@@ -232,7 +235,8 @@ def _runtime_weight_convs(graph: onnx.GraphProto, outer_constants: Set[str]) -> 
 
 
 def runtime_weight_convs(onnx_path: PathLike) -> List[str]:
-    """Names of Conv/ConvTranspose nodes whose weight input is not a constant.
+    """
+    Names of Conv/ConvTranspose nodes whose weight input is not a constant.
 
     A weight counts as constant when it is an initializer or the output of a Constant node,
     possibly through Identity (or DequantizeLinear, the QDQ form TensorRT accepts). Nodes
@@ -250,7 +254,8 @@ def write_model_dir(out_dir: PathLike, *, name: str, family: str, arch: str, dec
                     input_mean: Sequence[float] = (0.0, 0.0, 0.0),
                     input_std: Sequence[float] = (1.0, 1.0, 1.0),
                     anchors: Optional[AnchorSpec] = None) -> ModelSpec:
-    """Make ``out_dir`` a product model directory (layout 'template_search') with a manifest.
+    """
+    Make ``out_dir`` a product model directory (layout 'template_search') with a manifest.
 
     The graphs (and the optional PyTorch checkpoint) are copied in as ``template.onnx``,
     ``search.onnx`` and ``checkpoint.pth`` unless they are already those files; the manifest
@@ -292,7 +297,8 @@ def nanotrack_tracker_config(version: int) -> TrackerConfig:
 
 def export_nanotrack(version: int, checkpoint: PathLike, out_dir: PathLike,
                      opset: int = 17, name: Optional[str] = None) -> ModelSpec:
-    """Build NanoTrack v``version``, load ``checkpoint`` strictly, write a model directory.
+    """
+    Build NanoTrack v``version``, load ``checkpoint`` strictly, write a model directory.
 
     ``out_dir`` receives template.onnx, search.onnx (constant-weight convolutions only),
     checkpoint.pth (the state dict alone, for the torch backend) and manifest.json with the

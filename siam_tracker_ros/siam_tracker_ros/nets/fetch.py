@@ -1,4 +1,5 @@
-"""Download published models from pinned-commit URLs, check their sha256, import them.
+"""
+Download published models from pinned-commit URLs, check their sha256, import them.
 
 Each catalogue entry pins the upstream repository commit and the sha256 of every file, so a
 fetched model is byte-for-byte the one evaluated here. ``mirror`` (or $SIAM_MODEL_MIRROR) points
@@ -7,14 +8,14 @@ internet access.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import os
+from pathlib import Path
 import shutil
 import tempfile
-import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, Optional, Tuple
 from urllib.parse import quote
+import urllib.request
 
 from ..core.manifest import ModelError, ModelSpec, sha256_of
 

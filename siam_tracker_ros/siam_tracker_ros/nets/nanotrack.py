@@ -1,4 +1,5 @@
-"""NanoTrack v1, v2 and v3 (HonglinChu/SiamTrackers, Apache-2.0) as PyTorch modules.
+"""
+NanoTrack v1, v2 and v3 (HonglinChu/SiamTrackers, Apache-2.0) as PyTorch modules.
 
 The module and parameter names follow the upstream training code, so the published
 checkpoints (``nanotrackv{1,2,3}.pth``, a dict with ``state_dict``) load with ``strict=True``:
@@ -123,7 +124,8 @@ class MobileNetV3Backbone(nn.Module):
 
 
 class UnusedNeck(nn.Module):
-    """Upstream's ``AdjustLayer``: present in the checkpoints, never called at inference.
+    """
+    Upstream's ``AdjustLayer``: present in the checkpoints, never called at inference.
 
     Upstream builds it (cfg.ADJUST) but ``ModelBuilder.template``/``track`` go straight from
     the backbone to the head, and the published ONNX graphs agree. Its weights are kept only
@@ -158,7 +160,8 @@ def _conv_bn(cin: int, cout: int) -> nn.Sequential:
 
 
 class PixelwiseCorrelation(nn.Module):
-    """Pixel-wise correlation + channel attention (+ v2/v3 adjust convs, + v3 reduction).
+    """
+    Pixel-wise correlation + channel attention (+ v2/v3 adjust convs, + v3 reduction).
 
     With ``adjust`` the template and search features each pass a 1x1 conv + BN first; with
     ``reduce`` (v3) the attended map passes a 2x2 depthwise conv (16x16 -> 15x15), BN, ReLU6,
@@ -352,7 +355,8 @@ class NanoTrack(nn.Module):
         return 15 if self.version == 3 else 16
 
     def split(self) -> Tuple[NanoTrackTemplate, NanoTrackSearch]:
-        """(template encoder, search head), sharing this net's parameters and train/eval mode.
+        """
+        (template encoder, search head), sharing this net's parameters and train/eval mode.
 
         torch.onnx.export restores the mode of the module it exports, so wrappers left in
         training mode would put the shared net in training mode after an export.

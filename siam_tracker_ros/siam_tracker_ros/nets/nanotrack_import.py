@@ -1,4 +1,5 @@
-"""Import an upstream NanoTrack folder (HonglinChu/SiamTrackers layout) as a product model.
+"""
+Import an upstream NanoTrack folder (HonglinChu/SiamTrackers layout) as a product model.
 
 The upstream folder holds ``nanotrack_backbone*.onnx`` (fixed 1x3x255x255 input),
 ``nanotrack_head*.onnx``, ``configvN.yaml`` and optionally the ``nanotrackvN.pth`` checkpoint.
@@ -8,9 +9,9 @@ encodes the 127 template and the 255 search crop, as the authors' tracker does i
 """
 from __future__ import annotations
 
+from pathlib import Path
 import re
 import shutil
-from pathlib import Path
 from typing import Dict, Optional
 
 from ..core.config import TrackerConfig
@@ -23,7 +24,7 @@ _TRACK_KEYS = {'EXEMPLAR_SIZE': 'exemplar_size', 'INSTANCE_SIZE': 'instance_size
 
 
 def find_upstream_files(folder) -> Optional[Dict[str, Path]]:
-    """The backbone/head/config(/checkpoint) files of an upstream NanoTrack folder, or None."""
+    """Find an upstream NanoTrack folder's backbone/head/config(/checkpoint) files, or None."""
     folder = Path(folder)
     if not folder.is_dir():
         return None
@@ -40,7 +41,7 @@ def find_upstream_files(folder) -> Optional[Dict[str, Path]]:
 
 
 def upstream_version(files: Dict[str, Path]) -> int:
-    """NanoTrack version (1, 2, 3) from the config file name, e.g. configv3.yaml."""
+    """Return the NanoTrack version (1, 2, 3) from the config file name, e.g. configv3.yaml."""
     for path in (files['config'], files['config'].parent):
         match = re.search(r'v(\d)', path.name)
         if match and match.group(1) in '123':

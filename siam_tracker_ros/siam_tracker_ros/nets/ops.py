@@ -1,4 +1,5 @@
-"""Correlation operators that export to ONNX without runtime-weight convolutions.
+"""
+Correlation operators that export to ONNX without runtime-weight convolutions.
 
 The usual Siamese correlations run ``F.conv2d(search, template)``: the convolution takes its
 weights from a tensor computed at run time. ONNX can express that, but TensorRT's ONNX parser
@@ -24,7 +25,8 @@ def _exporting() -> bool:
 
 
 def xcorr_depthwise(x: torch.Tensor, z: torch.Tensor, padding: int = 0) -> torch.Tensor:
-    """Depthwise cross-correlation of search features ``x`` with template features ``z``.
+    """
+    Depthwise cross-correlation of search features ``x`` with template features ``z``.
 
     Same semantics as pysot's ``xcorr_depthwise`` (a grouped ``F.conv2d`` with one group per
     batch item and channel)::
@@ -33,18 +35,15 @@ def xcorr_depthwise(x: torch.Tensor, z: torch.Tensor, padding: int = 0) -> torch
 
     where ``xp`` is ``x`` zero-padded by ``padding`` pixels on every side.
 
-    Args:
-        x: search features (B, C, H, W).
-        z: template features (B, C, h, w) with h <= H + 2 * padding and w <= W + 2 * padding.
-        padding: zero padding of ``x`` on each side (NanoTrack v3 uses 1, pysot uses 0).
-
-    Returns:
-        (B, C, H + 2 * padding - h + 1, W + 2 * padding - w + 1), dtype of ``x``.
-
     While being traced for export it is written as a sum of h * w shifted slices of ``x``
     scaled by one template value each (ONNX Pad, Slice, Mul, Add), so the exported graph has no
     Conv with run-time weights; shapes must be static then. In eager mode it runs the grouped
     convolution, which is faster. The two agree to float rounding (tested to 1e-5).
+
+    :param x: search features (B, C, H, W).
+    :param z: template features (B, C, h, w) with h <= H + 2 * padding and w <= W + 2 * padding.
+    :param padding: zero padding of ``x`` on each side (NanoTrack v3 uses 1, pysot uses 0).
+    :return: (B, C, H + 2 * padding - h + 1, W + 2 * padding - w + 1), dtype of ``x``.
     """
     if x.dim() != 4 or z.dim() != 4:
         raise ValueError(f'xcorr_depthwise needs 4-D tensors, got x {tuple(x.shape)} and '
@@ -84,7 +83,8 @@ def xcorr_depthwise_conv(x: torch.Tensor, z: torch.Tensor, padding: int = 0) -> 
 
 
 def xcorr_pixelwise(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Pixel-wise correlation: every template position against every search position.
+    """
+    Pixel-wise correlation: every template position against every search position.
 
     ``out[b, u * w + v, i, j] = sum_c z[b, c, u, v] * x[b, c, i, j]`` for template features
     ``z`` (B, C, h, w) and search features ``x`` (B, C, H, W); the result is (B, h * w, H, W).

@@ -1,4 +1,5 @@
-"""Import a pysot SiamRPN++ checkpoint (config.yaml + model.pth) as a product model directory.
+"""
+Import a pysot SiamRPN++ checkpoint (config.yaml + model.pth) as a product model directory.
 
 ``siam-model import pysot --config CONFIG.yaml --checkpoint model.pth --out MODEL``:
 
@@ -16,18 +17,18 @@
 """
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+import tempfile
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from ..core.config import TrackerConfig
-from ..core.manifest import AnchorSpec, ModelError, ModelSpec
 from . import siamrpn
 from .registry import read_state_dict
+from ..core.config import TrackerConfig
+from ..core.manifest import AnchorSpec, ModelError, ModelSpec
 
 PathLike = Union[str, Path]
 
@@ -53,7 +54,7 @@ class KeyReport:
 
     @property
     def ok(self) -> bool:
-        """True when the checkpoint loads strictly."""
+        """Return True when the checkpoint loads strictly."""
         return not (self.missing or self.unexpected or self.shape_mismatch)
 
     def describe(self, limit: int = 12) -> str:
@@ -76,7 +77,7 @@ class KeyReport:
 
 
 def compare_keys(net: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> KeyReport:
-    """What stops ``state`` from loading strictly into ``net``."""
+    """Report what stops ``state`` from loading strictly into ``net``."""
     own = net.state_dict()
     counters = tuple(k for k in own if k.endswith('num_batches_tracked') and k not in state)
     missing = tuple(k for k in own if k not in state and k not in counters)
@@ -107,7 +108,8 @@ def load_pysot_weights(net: torch.nn.Module, path: PathLike,
 
 def verify_export(net: siamrpn.SiamRPNpp, template_onnx: PathLike, search_onnx: PathLike,
                   samples: int = 2, seed: int = 0) -> Dict[str, float]:
-    """Run the exported graphs in ONNX Runtime beside PyTorch; return max abs error per output.
+    """
+    Run the exported graphs in ONNX Runtime beside PyTorch; return max abs error per output.
 
     The PyTorch reference is pysot's whole-network forward (grouped-conv correlation). Raises
     ModelError when an output differs by more than VERIFY_ATOL + VERIFY_RTOL * max|ref|.
@@ -142,7 +144,7 @@ def verify_export(net: siamrpn.SiamRPNpp, template_onnx: PathLike, search_onnx: 
 
 
 def tracker_config(cfg: siamrpn.SiamRPNConfig) -> TrackerConfig:
-    """The TRACK section as a TrackerConfig."""
+    """Return the TRACK section as a TrackerConfig."""
     return TrackerConfig().replace(**cfg.tracker_params())
 
 
@@ -184,7 +186,8 @@ def export_model(net: siamrpn.SiamRPNpp, out_dir: PathLike, name: Optional[str] 
 
 def random_model(arch: str, out_dir: PathLike, seed: int = 0, name: Optional[str] = None,
                  **geometry) -> Tuple[ModelSpec, siamrpn.SiamRPNpp]:
-    """A randomly initialised SiamRPN++ model directory (tests and benchmarks; no accuracy).
+    """
+    Write a randomly initialised SiamRPN++ model directory (tests and benchmarks; no accuracy).
 
     ``geometry`` may change tracker fields of the default config (e.g. instance_size).
     See ``randomise`` for how the weights are made.
@@ -199,7 +202,8 @@ def random_model(arch: str, out_dir: PathLike, seed: int = 0, name: Optional[str
 
 
 def randomise(net: siamrpn.SiamRPNpp, seed: int = 0) -> siamrpn.SiamRPNpp:
-    """Random weights whose activations stay O(1), like a trained net's (eval mode on return).
+    """
+    Random weights whose activations stay O(1), like a trained net's (eval mode on return).
 
     Default initialisation on raw 0..255 pixels makes outputs explode or vanish with depth;
     instead every BatchNorm takes the statistics of a small batch of image-like crops (one
@@ -246,8 +250,3 @@ def _calibration_images(size: int, gen: torch.Generator) -> torch.Tensor:
     ramp = torch.linspace(0.0, 255.0, size).expand(1, 3, size, size).contiguous()
     flat = torch.full((1, 3, size, size), 110.0) + torch.rand(1, 3, 1, 1, generator=gen) * 40
     return torch.cat([noise, smooth, ramp, 0.7 * flat + 0.3 * smooth])
-
-
-def pysot_key_list(arch: str) -> List[str]:
-    """The state-dict keys a pysot checkpoint of ``arch`` has (for docs and tests)."""
-    return list(siamrpn.build(arch).state_dict())

@@ -1,4 +1,5 @@
-"""Network registry: a plain dict of architecture name -> constructor, plus checkpoint loading.
+"""
+Network registry: a plain dict of architecture name -> constructor, plus checkpoint loading.
 
 Every registered net is an ``nn.Module`` whose ``split()`` returns (template encoder, search
 head); see ``nets.export`` for that contract. Constructors import their module lazily.
@@ -16,7 +17,8 @@ from ..core.manifest import ModelError
 
 
 def _numpy_safe_globals() -> list:
-    """Numpy scalar/dtype classes that training snapshots pickle (e.g. in optimizer state).
+    """
+    Numpy scalar/dtype classes that training snapshots pickle (e.g. in optimizer state).
 
     Allowing them keeps ``torch.load(weights_only=True)`` (no arbitrary code) usable for the
     upstream NanoTrack/pysot snapshots.
@@ -81,7 +83,8 @@ def _state_dict_of(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
 
 
 def read_state_dict(path: Union[str, Path]) -> Mapping[str, torch.Tensor]:
-    """The parameter mapping of a checkpoint file (CPU tensors, loaded with ``weights_only``).
+    """
+    Read the parameter mapping of a checkpoint file (CPU tensors, loaded with ``weights_only``).
 
     Accepts a bare state dict or a dict holding it under 'state_dict' (NanoTrack, pysot
     snapshots), 'model' or 'net'; a DataParallel 'module.' prefix is removed.
@@ -98,7 +101,8 @@ def read_state_dict(path: Union[str, Path]) -> Mapping[str, torch.Tensor]:
 
 
 def load_weights(net: nn.Module, path: Union[str, Path], strict: bool = True) -> nn.Module:
-    """Load checkpoint ``path`` into ``net`` (CPU tensors, ``weights_only``); return ``net``.
+    """
+    Load checkpoint ``path`` into ``net`` (CPU tensors, ``weights_only``); return ``net``.
 
     Accepts a bare state dict or a dict holding it under 'state_dict' (NanoTrack, pysot
     snapshots) or 'model'. With ``strict`` every key must match both ways; the error lists the
@@ -121,8 +125,3 @@ def load_weights(net: nn.Module, path: Union[str, Path], strict: bool = True) ->
                          + '; '.join(wrong[:4]))
     net.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     return net.eval()
-
-
-# Aliases under the names the NanoTrack brief used.
-build_model = build_net
-load_checkpoint = load_weights

@@ -1,4 +1,5 @@
-"""SiamRPN++ networks whose parameter names and shapes match pysot checkpoints.
+"""
+SiamRPN++ networks whose parameter names and shapes match pysot checkpoints.
 
 Three pysot configurations are covered, each under an ``arch`` name used in model manifests:
 
@@ -32,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 
 from .ops import xcorr_depthwise, xcorr_depthwise_conv
 
@@ -71,7 +72,7 @@ class SiamRPNConfig:
 
     @property
     def arch(self) -> str:
-        """The manifest arch name of this network (see ARCH_BACKBONES)."""
+        """Return the manifest arch name of this network (see ARCH_BACKBONES)."""
         for arch, backbone in ARCH_BACKBONES.items():
             if backbone == self.backbone_type.lower():
                 return arch
@@ -120,7 +121,8 @@ DEFAULT_CONFIGS: Dict[str, SiamRPNConfig] = {
 
 
 def config_from_mapping(data: Mapping[str, Any]) -> SiamRPNConfig:
-    """Read the network / anchor / tracker sections of a parsed pysot YAML config.
+    """
+    Read the network / anchor / tracker sections of a parsed pysot YAML config.
 
     Missing sections take pysot's defaults (pysot/core/config.py); unsupported features
     (mask heads, other RPN types) raise ValueError naming the entry.
@@ -365,7 +367,7 @@ class ResNet50(nn.Module):
 
 
 def build_backbone(kind: str, **kwargs) -> nn.Module:
-    """pysot backbone by its config TYPE."""
+    """Build a pysot backbone by its config TYPE."""
     kind = kind.lower()
     if kind == 'alexnetlegacy':
         return AlexNetLegacy(**kwargs)
@@ -423,7 +425,7 @@ class AdjustAllLayer(nn.Module):
 
 
 def build_neck(kind: str, **kwargs) -> nn.Module:
-    """pysot neck by its config TYPE."""
+    """Build a pysot neck by its config TYPE."""
     if kind == 'AdjustAllLayer':
         return AdjustAllLayer(**kwargs)
     if kind == 'AdjustLayer':
@@ -483,7 +485,7 @@ class DepthwiseRPN(nn.Module):
                 self.loc.correlate(kernels[1], x_f, xcorr))
 
     def forward(self, z_f, x_f):
-        """pysot's forward."""
+        """Run pysot's forward pass."""
         return self.correlate(self.kernels(z_f), x_f, xcorr_depthwise_conv)
 
 
@@ -520,7 +522,7 @@ class MultiRPN(nn.Module):
         return sum(cls) / len(cls), sum(loc) / len(loc)
 
     def forward(self, z_fs, x_fs):
-        """pysot's forward."""
+        """Run pysot's forward pass."""
         return self.correlate(self.kernels(z_fs), x_fs, xcorr_depthwise_conv)
 
 
@@ -532,7 +534,7 @@ def _weighted_sum(maps: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.
 
 
 def build_rpn(kind: str, **kwargs) -> nn.Module:
-    """pysot RPN head by its config TYPE."""
+    """Build a pysot RPN head by its config TYPE."""
     if kind == 'DepthwiseRPN':
         return DepthwiseRPN(**kwargs)
     if kind == 'MultiRPN':
@@ -582,7 +584,7 @@ class SiamRPNpp(nn.Module):
 
     @property
     def levels(self) -> int:
-        """Number of feature levels fused by the head."""
+        """Return the number of feature levels fused by the head."""
         return self.rpn_head.levels
 
     def _features(self, image: torch.Tensor):
@@ -592,7 +594,8 @@ class SiamRPNpp(nn.Module):
         return f
 
     def template(self, z: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """Template crop (1, 3, 127, 127) raw BGR -> correlation kernels.
+        """
+        Template crop (1, 3, 127, 127) raw BGR -> correlation kernels.
 
         Order: [cls, loc] for one level; [cls2, loc2, cls3, loc3, cls4, loc4] for three.
         """
@@ -604,7 +607,8 @@ class SiamRPNpp(nn.Module):
         return self.rpn_head.correlate(list(features), self._features(x), xcorr)
 
     def split(self) -> Tuple['SiamRPNTemplate', 'SiamRPNSearch']:
-        """(template encoder, search head), sharing this net's parameters.
+        """
+        (template encoder, search head), sharing this net's parameters.
 
         The wrappers take this net's train/eval mode: torch.onnx.export restores the mode of
         the module it exports, which would otherwise put the shared net in training mode.

@@ -1,4 +1,5 @@
-"""Pure conversions between ROS messages and the tracker's types (no node, no graph).
+"""
+Pure conversions between ROS messages and the tracker's types (no node, no graph).
 
 Images: ``sensor_msgs/Image`` in bgr8, rgb8, mono8, bgra8, rgba8, yuv422 (UYVY),
 yuv422_yuy2 (YUYV), the Bayer 8-bit patterns and 16-bit mono (scaled to 8 bit), plus
@@ -10,20 +11,19 @@ convention). TrackedObject, Detection2DArray and diagnostics are built here from
 from __future__ import annotations
 
 import array
-import math
 from dataclasses import dataclass
+import math
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
-import cv2
-import numpy as np
-
 from builtin_interfaces.msg import Time
+import cv2
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from ..core.types import BBox, TrackResult, TrackState
 from .interfaces import BoundingBox, TrackedObject
+from ..core.types import BBox, TrackResult, TrackState
 
 NS_PER_S = 1_000_000_000
 
@@ -83,7 +83,8 @@ def _scale_mono16(image: np.ndarray, scaling: str) -> np.ndarray:
 
 
 def image_to_bgr(msg: Image, mono16_scaling: str = 'minmax') -> np.ndarray:
-    """Convert a ``sensor_msgs/Image`` to a contiguous HxWx3 BGR uint8 array (a copy).
+    """
+    Convert a ``sensor_msgs/Image`` to a contiguous HxWx3 BGR uint8 array (a copy).
 
     16-bit mono images are scaled to 8 bit: ``minmax`` stretches each frame's range to 0..255
     (thermal cameras), ``shift`` keeps the top byte. Raises :class:`ImageConversionError` for an
@@ -201,13 +202,28 @@ def clip_box(box: BBox, width: int, height: int) -> BBox:
     return BBox(x1, y1, x2 - x1, y2 - y1)
 
 
+def box_in_image(box: BBox, width: int, height: int) -> BBox:
+    """
+    Return ``box`` clipped to a width x height image, at least 1 px wide and high.
+
+    Unlike :func:`clip_box` the box need not overlap the image: a box wholly outside (the
+    tracker's estimate of a target leaving the view) becomes a 1-px strip at the nearest edge.
+    """
+    x1 = min(max(box.x, 0.0), width - 1.0)
+    y1 = min(max(box.y, 0.0), height - 1.0)
+    x2 = max(min(box.x + box.w, float(width)), x1 + 1.0)
+    y2 = max(min(box.y + box.h, float(height)), y1 + 1.0)
+    return BBox(x1, y1, x2 - x1, y2 - y1)
+
+
 def normalized_center(box: BBox, width: int, height: int) -> Tuple[float, float]:
     """Box centre in [-1, 1]: -1 = left/top image edge, +1 = right/bottom edge."""
     return (2.0 * box.cx / width - 1.0, 2.0 * box.cy / height - 1.0)
 
 
 def bearing(u: float, v: float, info: Optional[CameraInfo]) -> Tuple[float, float]:
-    """Azimuth and elevation (rad) of pixel (u, v) in the camera optical frame.
+    """
+    Azimuth and elevation (rad) of pixel (u, v) in the camera optical frame.
 
     Uses the intrinsics K and the distortion D (plumb_bob, rational_polynomial or equidistant)
     of ``info``; azimuth > 0 to the right, elevation > 0 upward. Returns (nan, nan) when ``info``
@@ -251,8 +267,13 @@ def tracked_object(header: Header, result: TrackResult, target_id: int, width: i
                    height: int, info: Optional[CameraInfo] = None,
                    vel: Tuple[float, float] = (0.0, 0.0),
                    frames_since_fix: int = 0) -> TrackedObject:
-    """Build the TrackedObject of one frame from the tracker's result."""
-    box = result.box
+    """
+    Build the TrackedObject of one frame from the tracker's result.
+
+    The box is clipped to the image (:func:`box_in_image`); centre and bearing are those of
+    the clipped box, so every field describes the same pixels.
+    """
+    box = box_in_image(result.box, width, height)
     nx, ny = normalized_center(box, width, height)
     az, el = bearing(box.cx, box.cy, info)
     return TrackedObject(
@@ -269,13 +290,9 @@ def idle_object(header: Header, target_id: int) -> TrackedObject:
                          azimuth=math.nan, elevation=math.nan)
 
 
-def tracked_to_bbox(msg: TrackedObject) -> BBox:
-    """Return the box of a TrackedObject as a BBox."""
-    return box_msg_to_bbox(msg.box)
-
-
 def detection_array(tracked: TrackedObject, class_id: str = 'target'):
-    """``vision_msgs/Detection2DArray`` equivalent of a TrackedObject (needs vision_msgs).
+    """
+    ``vision_msgs/Detection2DArray`` equivalent of a TrackedObject (needs vision_msgs).
 
     Holds one detection (centre, size, ``class_id`` with the confidence as score, id = the
     target id) when the state is TRACKING, and none otherwise.

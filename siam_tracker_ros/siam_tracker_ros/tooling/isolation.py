@@ -1,4 +1,5 @@
-"""Keep ROS traffic of tools and tests on this machine and away from other runs.
+"""
+Keep ROS traffic of tools and tests on this machine and away from other runs.
 
 ``private_domain()`` picks a ROS_DOMAIN_ID in 1..101 that no other cooperating process holds
 (a lock file per id in the temp folder, held while the returned object lives), and
@@ -65,7 +66,8 @@ LOCALHOST_ONLY_DISTROS = ('foxy', 'galactic', 'humble')
 
 
 def restrict_to_localhost(env: Dict[str, str]) -> Dict[str, str]:
-    """Set in ``env`` the variable that keeps DDS discovery on this machine; return ``env``.
+    """
+    Set in ``env`` the variable that keeps DDS discovery on this machine; return ``env``.
 
     ``ROS_LOCALHOST_ONLY=1`` where ``ROS_DISTRO`` is Humble or older, else
     ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (Iron and later; also the pip wheels, which

@@ -1,0 +1,1 @@
+"""Stand-in for the cuda-python package (``cuda.bindings.runtime``, ``cuda.cudart``)."""
