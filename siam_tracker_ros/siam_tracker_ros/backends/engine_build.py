@@ -496,10 +496,7 @@ def make_calibrator(batches: Sequence[Mapping[str, np.ndarray]], cuda, cache_pat
 # graphs TensorRT can build
 
 def _runtime_weight_convs(onnx_path: Path) -> List[str]:
-    try:
-        from ..nets.export import runtime_weight_convs
-    except ImportError:  # no PyTorch here: TensorRT's parser reports such nodes itself
-        return []
+    from ..nets.onnx_inspect import runtime_weight_convs
     return runtime_weight_convs(onnx_path)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 import shutil
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 import warnings
 
 import numpy as np
@@ -29,6 +29,7 @@ from onnx import numpy_helper
 import torch
 import torch.nn as nn
 
+from .onnx_inspect import runtime_weight_convs  # noqa: F401 (part of this module's API)
 from ..core.config import TrackerConfig
 from ..core.manifest import AnchorSpec, load_manifest, ModelSpec, write_manifest
 
@@ -193,58 +194,6 @@ def export_split(net: nn.Module, out_dir: PathLike, exemplar_size: int, instance
                 raise ExportError(f'{path}: Conv nodes with run-time weights {bad}; TensorRT '
                                   'cannot parse them (use nets.ops correlations)')
     return tpath, spath
-
-
-def _node_label(node: onnx.NodeProto, index: int) -> str:
-    return node.name or f'{node.op_type}_{index}'
-
-
-def _runtime_weight_convs(graph: onnx.GraphProto, outer_constants: Set[str]) -> List[str]:
-    constants = set(outer_constants) | {init.name for init in graph.initializer}
-    constants |= {init.values.name for init in graph.sparse_initializer}
-    constants |= {n.output[0] for n in graph.node if n.op_type == 'Constant' and n.output}
-    producers = {}
-    for node in graph.node:
-        for name in node.output:
-            producers[name] = node
-
-    def is_constant(name: str, depth: int = 0) -> bool:
-        if name in constants:
-            return True
-        node = producers.get(name)
-        if node is None or depth > 64:
-            return False
-        if node.op_type == 'Constant':
-            return True
-        if node.op_type == 'Identity':
-            return is_constant(node.input[0], depth + 1)
-        if node.op_type == 'DequantizeLinear':  # QDQ weights, which TensorRT accepts
-            return is_constant(node.input[0], depth + 1)
-        return False
-
-    bad: List[str] = []
-    for i, node in enumerate(graph.node):
-        if node.op_type in ('Conv', 'ConvTranspose') and node.domain in ('', 'ai.onnx'):
-            if len(node.input) < 2 or not is_constant(node.input[1]):
-                bad.append(_node_label(node, i))
-        for attr in node.attribute:
-            subgraphs = list(attr.graphs) + ([attr.g] if attr.HasField('g') else [])
-            for sub in subgraphs:
-                bad += _runtime_weight_convs(sub, constants)
-    return bad
-
-
-def runtime_weight_convs(onnx_path: PathLike) -> List[str]:
-    """
-    Names of Conv/ConvTranspose nodes whose weight input is not a constant.
-
-    A weight counts as constant when it is an initializer or the output of a Constant node,
-    possibly through Identity (or DequantizeLinear, the QDQ form TensorRT accepts). Nodes
-    without a name are reported as ``<op>_<index>``. Subgraphs (If/Loop) are searched too.
-    An empty list means TensorRT's parser will find constant weights on every convolution.
-    """
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return _runtime_weight_convs(model.graph, set())
 
 
 def write_model_dir(out_dir: PathLike, *, name: str, family: str, arch: str, decoder: str,
