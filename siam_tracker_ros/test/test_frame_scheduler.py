@@ -158,3 +158,22 @@ def test_stamp_monitor_counts_what_cannot_order_frames():
     assert (mon.zero, mon.backwards, mon.future, mon.total) == (2, 3, 1, 6)
     assert mon.summary() == '2 zero, 3 backwards, 1 future'
     assert StampMonitor().check(3600 * S, 0) == ''   # sim time before /clock: no 'future'
+
+
+def test_a_catch_up_over_frames_already_tracked_counts_them_as_reprocessed():
+    sched = FrameScheduler(10)
+    frames = _push(sched, 4)
+    sched.start(frames[0])
+    first = _drain(sched)
+    assert first == ['frame1', 'frame2', 'frame3'] and sched.reprocessed == 0
+    sched.start(frames[1])          # a new target on an older frame: 2 and 3 come again
+    again = []
+    while True:
+        frame = sched.next_frame()
+        if frame is None:
+            break
+        again.append((frame.payload, frame.repeat))
+    assert again == [('frame2', True), ('frame3', True)] and sched.reprocessed == 2
+    sched.push('new', 99 * S)
+    frame = sched.next_frame()
+    assert (frame.payload, frame.repeat) == ('new', False) and sched.reprocessed == 2

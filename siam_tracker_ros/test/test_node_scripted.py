@@ -18,7 +18,7 @@ import scripted_backend as sb
 
 require_interfaces()
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402, I100
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402, I100
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from siam_tracker_interfaces.msg import TrackedObject  # noqa: E402
@@ -218,6 +218,54 @@ def test_bad_stamps_are_tracked_in_arrival_order_and_reported(graph, case):
     assert int(after[key]) - int(before[key]) == count
     if case == 'one_hour_ahead':   # the frame after the +1 h one goes back in time too
         assert int(after['stamps_backwards']) - int(before['stamps_backwards']) == 1
+
+
+def test_a_camera_outage_is_reported_as_lost_and_in_diagnostics(graph):
+    """Images stop while a target is set: LOST at no_image_rate, frames_since_fix growing."""
+    now = time.time_ns()
+    header = Header(stamp=conv.ns_to_stamp(now), frame_id='scripted_cam')
+    graph.image_pub.publish(conv.bgr_to_image(FRAMES[0], header, 'bgr8'))
+    time.sleep(0.3)
+    response = graph.set_target(0, header.stamp)
+    assert response.success, response.message
+    tid = response.target_id
+    for index in range(1, 4):
+        header = Header(stamp=conv.ns_to_stamp(now + index * S // 30), frame_id='scripted_cam')
+        graph.image_pub.publish(conv.bgr_to_image(FRAMES[index], header, 'bgr8'))
+        graph.tracked_of(tid, header.stamp)
+    last_image_ns = conv.stamp_to_ns(header.stamp)
+    # image_timeout is 1 s and no_image_rate 2 Hz (defaults): two LOST messages within ~2 s.
+    graph.tracked.wait_for(lambda m: m.target_id == tid and m.frames_since_fix >= 2,
+                           timeout=10.0)
+    outage = [m for m in graph.tracked.messages
+              if m.target_id == tid and conv.stamp_to_ns(m.header.stamp) > last_image_ns]
+    assert len(outage) >= 2
+    assert all(m.state == TrackedObject.LOST and m.confidence == 0.0 for m in outage)
+    assert [m.frames_since_fix for m in outage[:2]] == [1, 2]
+    assert abs(outage[0].box.x - SCENE[3].x) < 3.0   # the last known box is held
+    status = graph.diagnostics.wait_for(
+        lambda a: find_status(a, NODE) is not None and 'no image for' in find_status(
+            a, NODE).message, timeout=5.0)
+    assert status is not None and find_status(status, NODE).level == DiagnosticStatus.WARN
+    assert graph.client.call(Trigger, f'{NODE}/stop', Trigger.Request()).success
+
+
+def test_a_box_below_min_target_size_is_refused_with_the_reason(graph):
+    request = SetTarget.Request()
+    request.box.x, request.box.y, request.box.width, request.box.height = 50.0, 50.0, 3.0, 3.0
+    response = graph.client.call(SetTarget, f'{NODE}/set_target', request)
+    assert not response.success and response.code == SetTarget.Response.INVALID_BOX
+    assert 'min_target_size 4' in response.message
+
+
+def test_per_stage_latency_and_the_camera_info_warning(graph):
+    values = graph.values()
+    for stage in ('receive', 'wait', 'convert', 'crop', 'network', 'policies', 'publish'):
+        p50, p99 = (float(values[f'latency_{stage}_ms_p{q}']) for q in (50, 99))
+        assert 0.0 <= p50 <= p99, (stage, p50, p99)
+    assert float(values['latency_network_ms_p50']) > 0.0
+    # This graph never publishes CameraInfo: the node said so once.
+    assert graph.log.read_text().count('no CameraInfo on') == 1
 
 
 def test_node_stops_cleanly(graph):

@@ -1,4 +1,5 @@
-"""tracker_node start-up: refused parameters give one clear line and exit 2; signals exit 0.
+"""
+tracker_node start-up: refused parameters give one clear line and exit 2; signals exit 0.
 
 No model is needed: parameters are checked before the model loads, and a node without a model
 still runs (and reports it) until it is stopped.
@@ -48,7 +49,7 @@ def test_sigint_and_sigterm_exit_0_without_a_traceback(ros_domain, tmp_path, sig
     proc = start_process(python_module_cmd(NODE, '-p', 'diagnostics_period:=0.2'), env, log)
     try:
         deadline = time.monotonic() + 30
-        while 'no model' not in log.read_text() and time.monotonic() < deadline:
+        while 'model_path is empty' not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)   # up and running: it has reported its missing model
         assert proc.poll() is None, log.read_text()
         os.killpg(proc.pid, sig)
@@ -59,7 +60,8 @@ def test_sigint_and_sigterm_exit_0_without_a_traceback(ros_domain, tmp_path, sig
 
 
 def test_precision_and_engine_cache_reach_the_tensorrt_backend(ros_domain, tmp_path):
-    """backend:=tensorrt precision:=fp32 engine_cache:=DIR builds fp32 engines in DIR.
+    """
+    backend:=tensorrt precision:=fp32 engine_cache:=DIR builds fp32 engines in DIR.
 
     TensorRT and cuda-python are the stand-ins of test/trt_standin (a simulated GPU running
     the graphs with ONNX Runtime), put on the node's PYTHONPATH.

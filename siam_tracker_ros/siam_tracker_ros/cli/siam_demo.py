@@ -1,4 +1,5 @@
-"""siam-demo: video publisher -> tracker node -> recorder through real ROS topics.
+"""
+siam-demo: video publisher -> tracker node -> recorder through real ROS topics.
 
     siam-demo --video PATH [--gt FILE | --box X,Y,W,H] [--model MODEL] --json OUT
               [--out-video OUT.mp4] [--rate HZ | --lockstep]
@@ -23,9 +24,9 @@ import argparse
 import json
 import math
 import os
+from pathlib import Path
 import sys
 import time
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -161,7 +162,8 @@ class Recorder:
                 self.diagnostics['_message'] = status.message
 
     def frame_stamps(self) -> List[Tuple[int, int]]:
-        """(frame index, stamp) of every frame seen on any topic, in order.
+        """
+        (frame index, stamp) of every frame seen on any topic, in order.
 
         Stamps increase frame by frame, so the rank of a stamp among all seen is its index;
         ground-truth frame indices, where received, anchor it against frames nobody saw.
@@ -228,7 +230,9 @@ def run_demo(video: str, model: str, gt_path: Optional[str] = None,
               '-r', f'camera_info:={NAMESPACE}/camera/camera_info']
     tracker_cmd = [sys.executable, '-m', 'siam_tracker_ros.ros.tracker_node', '--ros-args',
                    *remaps, '-p', f'model_path:={model}', '-p', f'backend:={backend}',
-                   '-p', f'device:={device}']
+                   '-p', f'device:={device}',
+                   # the clip ends: no camera-outage LOST messages while the results settle
+                   '-p', 'image_timeout:=60.0']
     if lockstep:  # every frame must arrive: reliable image subscription
         tracker_cmd += ['-p', 'qos_reliability:=reliable']
     pub_cmd = [sys.executable, '-m', 'siam_tracker_ros.ros.video_publisher', '--ros-args',

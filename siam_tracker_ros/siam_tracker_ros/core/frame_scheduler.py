@@ -1,4 +1,5 @@
-"""Which received frame to track next: the live-stream policy of the tracker node, ROS-free.
+"""
+Which received frame to track next: the live-stream policy of the tracker node, ROS-free.
 
 Frames are kept in arrival order in a ring buffer bounded in count and in bytes, so a SetTarget
 request can name a recent frame by its stamp. While tracking, only the newest frame is tracked
@@ -19,19 +20,27 @@ from typing import Any, Deque, List, Optional
 
 @dataclasses.dataclass(frozen=True)
 class BufferedFrame:
-    """One received frame: arrival index (0, 1, ...), its stamp in ns, size, the payload."""
+    """
+    One received frame: arrival index (0, 1, ...), stamp in ns, size, payload, arrival time.
+
+    ``repeat`` is set on a frame handed out a second time (a catch-up after a new target
+    re-tracks frames the previous target already went through).
+    """
 
     index: int
     stamp_ns: int
     nbytes: int
     payload: Any
+    received: float = 0.0
+    repeat: bool = False
 
 
 class FrameScheduler:
     """Ring buffer of received frames plus the choice of the next frame to track."""
 
     def __init__(self, capacity: int, max_bytes: int = 0) -> None:
-        """Keep at most ``capacity`` frames and ``max_bytes`` bytes (0 = no byte limit).
+        """
+        Keep at most ``capacity`` frames and ``max_bytes`` bytes (0 = no byte limit).
 
         The newest frame is always kept, whatever its size.
         """
@@ -49,12 +58,15 @@ class FrameScheduler:
         self._tracking = False
         self._catchup_left = 0
         self.skipped = 0   # frames after the target's frame that were never tracked
+        self.reprocessed = 0   # frames handed out again (catch-up over already tracked ones)
+        self._max_handed = -1
 
     # --- receiving ------------------------------------------------------------------------
 
-    def push(self, payload: Any, stamp_ns: int, nbytes: int = 0) -> BufferedFrame:
-        """Store a newly received frame; it becomes the newest one."""
-        frame = BufferedFrame(self._next_index, int(stamp_ns), int(nbytes), payload)
+    def push(self, payload: Any, stamp_ns: int, nbytes: int = 0,
+             received: float = 0.0) -> BufferedFrame:
+        """Store a newly received frame (``received``: its arrival time); it is the newest."""
+        frame = BufferedFrame(self._next_index, int(stamp_ns), int(nbytes), payload, received)
         self._next_index += 1
         self._pending = frame
         self._frames.append(frame)
@@ -99,7 +111,8 @@ class FrameScheduler:
         return self._catchup_left > 0
 
     def start(self, frame: BufferedFrame, catchup_limit: Optional[int] = None) -> None:
-        """Set the target on ``frame``: track the frames after it, then the newest ones.
+        """
+        Set the target on ``frame``: track the frames after it, then the newest ones.
 
         At most ``catchup_limit`` frames (default: the buffer capacity) are caught up; then the
         scheduler jumps to the newest frame and counts the ones in between as skipped.
@@ -141,11 +154,16 @@ class FrameScheduler:
         self._last_index = frame.index
         if self._pending is not None and self._pending.index <= frame.index:
             self._pending = None
+        if frame.index <= self._max_handed:
+            self.reprocessed += 1
+            return dataclasses.replace(frame, repeat=True)
+        self._max_handed = frame.index
         return frame
 
 
 class StampMonitor:
-    """Counts frames whose stamps cannot order them: zero, not increasing, far in the future.
+    """
+    Counts frames whose stamps cannot order them: zero, not increasing, far in the future.
 
     Such frames are still tracked (in arrival order); the counts go to diagnostics so a
     driver without a clock, a looping bag or a bad time source is visible.
@@ -160,7 +178,8 @@ class StampMonitor:
         self._previous: Optional[int] = None
 
     def check(self, stamp_ns: int, now_ns: int) -> str:
-        """Classify a received frame's stamp: '' (fine), 'zero', 'backwards' or 'future'.
+        """
+        Classify a received frame's stamp: '' (fine), 'zero', 'backwards' or 'future'.
 
         ``now_ns`` is the local clock; 0 (sim time before the first /clock) skips 'future'.
         """
@@ -184,7 +203,8 @@ class StampMonitor:
 
     def summary(self) -> str:
         """Return e.g. '3 zero, 1 backwards' (empty when every stamp was fine)."""
-        parts = [f'{n} {name}' for name, n in (('zero', self.zero),
-                                                ('backwards', self.backwards),
-                                                ('future', self.future)) if n]
+        parts = [f'{n} {name}'
+                 for name, n in (('zero', self.zero), ('backwards', self.backwards),
+                                 ('future', self.future))
+                 if n]
         return ', '.join(parts)

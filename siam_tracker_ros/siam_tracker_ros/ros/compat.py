@@ -1,11 +1,12 @@
 """Differences between the rclpy releases this package runs on (Humble, Iron, Jazzy, Kilted)."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 
 def subscription_passes_message_info() -> bool:
-    """Return True where rclpy hands MessageInfo to two-argument subscription callbacks.
+    """
+    Return True where rclpy hands MessageInfo to two-argument subscription callbacks.
 
     Iron (rclpy 4) and later inspect the callback's signature and pass
     ``(msg, message_info)`` to a callback that takes two arguments; Humble (rclpy 3.3) calls
@@ -24,3 +25,21 @@ def publication_sequence_number(info: Any) -> Optional[int]:
     else:
         seq = getattr(info, 'publication_sequence_number', None)
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+def init_without_signal_handlers(args: Optional[List[str]] = None) -> None:
+    """
+    Initialise rclpy, leaving SIGINT and SIGTERM to the caller.
+
+    The caller installs its own handlers and stops its threads before shutting rclpy down:
+    rclpy's own handler would invalidate the context while a worker may still publish
+    ("publisher's context is invalid"). SignalHandlerOptions exists from rclpy 3.1 (Humble).
+    """
+    import rclpy
+    from rclpy import signals
+
+    options = getattr(signals, 'SignalHandlerOptions', None)
+    if options is None:
+        rclpy.init(args=args)
+    else:
+        rclpy.init(args=args, signal_handler_options=options.NO)

@@ -1,4 +1,5 @@
-"""ROS 2 tracker node: a thin adapter around ``factory.load_tracker``.
+"""
+ROS 2 tracker node: a thin adapter around ``factory.load_tracker``.
 
 Subscribes ``image`` (sensor_msgs/Image, or CompressedImage with ``image_transport:=compressed``)
 and ``camera_info``; serves ``~/set_target`` (siam_tracker_interfaces/SetTarget) and ``~/stop``
@@ -31,7 +32,6 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 SetParametersResult)
 import rclpy
 from rclpy import exceptions as rclpy_exceptions
-from rclpy import signals as rclpy_signals
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -44,7 +44,7 @@ from . import compat
 from . import conversions as conv
 from .interfaces import SetTarget, TrackedObject
 from ..core.config import describe, from_mapping, TrackerConfig
-from ..core.frame_scheduler import FrameScheduler, StampMonitor
+from ..core.frame_scheduler import BufferedFrame, FrameScheduler, StampMonitor
 from ..core.image_velocity import ImageVelocity
 from ..core.types import TrackResult, TrackState
 
@@ -59,6 +59,8 @@ BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'torch')
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
 PRECISIONS = ('fp32', 'fp16', 'int8')
+STAGES = ('receive', 'wait', 'convert', 'crop', 'network', 'policies', 'publish')
+CAMERA_INFO_WARN_AFTER = 30   # images without any CameraInfo before the one warning
 DEVICE_PATTERN = re.compile(r'^(cpu|cuda(:\d+)?)$')
 # rclpy's errors for a parameter value that breaks its descriptor (range, type) at start.
 _PARAMETER_ERRORS = tuple(getattr(rclpy_exceptions, name) for name in (
@@ -100,6 +102,11 @@ class _Stats:
         default_factory=lambda: collections.deque(maxlen=200))
     step_ms: Deque[float] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=200))
+    # Latency budget per stage (ms): receive = image stamp -> callback, wait = callback ->
+    # worker, convert = image decode, crop / network / policies (decode + long-term
+    # policies) = the tracker's own timers, publish = building and sending the messages.
+    stage_ms: Dict[str, Deque[float]] = dataclasses.field(
+        default_factory=lambda: {name: collections.deque(maxlen=200) for name in STAGES})
     processed_at: Deque[float] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=400))
 
@@ -327,7 +334,7 @@ class TrackerNode(Node):
         from ..factory import load_tracker
 
         if not self._model_path:
-            self._fail_load('no model: set the model_path parameter to a model directory '
+            self._fail_load('model_path is empty: set it to a model directory '
                             '(fetch one with `siam-model fetch nanotrack-v3`)')
             return
         self.get_logger().info(f'loading model {self._model_path} '
@@ -400,14 +407,24 @@ class TrackerNode(Node):
             return
         now = time.monotonic()
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+        clock_ns = self.get_clock().now().nanoseconds
         with self._lock:
             self._stats.received += 1
             if self._frames.tracking:
                 self._stats.missed += missed
-            self._stamps.check(stamp_ns, self.get_clock().now().nanoseconds)
-            self._frames.push(msg, stamp_ns, len(msg.data))
+            if not self._stamps.check(stamp_ns, clock_ns):
+                self._stats.stage_ms['receive'].append((clock_ns - stamp_ns) / 1e6)
+            self._frames.push(msg, stamp_ns, len(msg.data), now)
             self._latest_received = now
             self._wake.notify()
+            warn_info = (self._camera_info is None and not self._camera_info_warned
+                         and self._stats.received >= CAMERA_INFO_WARN_AFTER)
+            self._camera_info_warned |= warn_info
+        if warn_info:
+            self.get_logger().warning(
+                f'no CameraInfo on {self._info_sub.topic_name} after '
+                f'{CAMERA_INFO_WARN_AFTER} images on {self._image_sub.topic_name}: azimuth and '
+                'elevation stay NaN; remap camera_info to the topic of the camera')
 
     def _reject(self, key: str, message: str) -> None:
         with self._lock:
@@ -552,15 +569,17 @@ class TrackerNode(Node):
                 if not self._running:
                     return
                 target_id = self._target_id
-            self._track(frame.payload, target_id)
+            self._track(frame, target_id)
 
-    def _track(self, msg: Any, target_id: int) -> None:
+    def _track(self, frame: BufferedFrame, target_id: int) -> None:
+        msg = frame.payload
         t_start = time.monotonic()
         try:
             image = self._decode(msg)
         except conv.ImageConversionError as exc:
             self._reject(getattr(msg, 'encoding', 'compressed'), str(exc))
             return
+        t_decoded = time.monotonic()
         height, width = image.shape[:2]
         with self._track_lock:
             if target_id != self._target_id or not self._frames.tracking:
@@ -570,15 +589,28 @@ class TrackerNode(Node):
             except Exception as exc:  # noqa: BLE001 - reported, node keeps running
                 self._reject('update', f'tracker update failed: {exc}')
                 return
+            t_tracked = time.monotonic()
+            stages = dict(self._tracker.last_stage_ms)
             tracked = self._make_tracked(msg.header, result, width, height)
             self._publish(tracked, image)
         now = time.monotonic()
-        age_ms = (self.get_clock().now().nanoseconds - conv.stamp_to_ns(msg.header.stamp)) / 1e6
+        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+        age_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
+        crop, network = stages.get('crop', 0.0), stages.get('network', 0.0)
         with self._lock:
-            self._stats.processed += 1
-            self._stats.processed_at.append(now)
-            self._stats.step_ms.append((now - t_start) * 1e3)
-            self._stats.latency_ms.append(age_ms)
+            stats = self._stats
+            stats.processed += 0 if frame.repeat else 1
+            stats.processed_at.append(now)
+            stats.step_ms.append((now - t_start) * 1e3)
+            if stamp_ns > 0:
+                stats.latency_ms.append(age_ms)
+            for name, value in (('wait', (t_start - frame.received) * 1e3),
+                                ('convert', (t_decoded - t_start) * 1e3),
+                                ('crop', crop), ('network', network),
+                                ('policies', max((t_tracked - t_decoded) * 1e3 - crop - network,
+                                                 0.0)),
+                                ('publish', (now - t_tracked) * 1e3)):
+                stats.stage_ms[name].append(value)
 
     def _make_tracked(self, header: Header, result: TrackResult, width: int,
                       height: int) -> TrackedObject:
@@ -650,11 +682,14 @@ class TrackerNode(Node):
                 'rate_hz': stats.rate(now),
                 'latency_ms_p50': conv.percentile(latency, 50),
                 'latency_ms_p99': conv.percentile(latency, 99),
+                **{f'latency_{name}_ms_p{q}': conv.percentile(list(stats.stage_ms[name]), q)
+                   for name in STAGES for q in (50, 99)},
                 'processing_ms_p50': conv.percentile(steps, 50),
                 'frames_received': stats.received,
                 'frames_processed': stats.processed,
                 'frames_dropped': skipped + (missed or 0),
                 'frames_skipped': skipped,
+                'frames_reprocessed': self._frames.reprocessed,
                 'frames_missed': missed if missed is not None else (
                     'unknown: this rclpy passes no MessageInfo (Humble)'),
                 'frames_buffered': len(self._frames.frames),
@@ -707,25 +742,14 @@ class TrackerNode(Node):
             close()
 
 
-def _init_without_signal_handlers(args: Optional[List[str]]) -> None:
-    """Initialise rclpy, leaving SIGINT and SIGTERM to this module.
-
-    rclpy's own handler would invalidate the context while the worker may still publish.
-    """
-    options = getattr(rclpy_signals, 'SignalHandlerOptions', None)
-    if options is None:
-        rclpy.init(args=args)
-    else:
-        rclpy.init(args=args, signal_handler_options=options.NO)
-
-
 def main(args: Optional[List[str]] = None) -> int:
-    """Run the tracker node until SIGINT / SIGTERM (console script ``tracker_node``).
+    """
+    Run the tracker node until SIGINT / SIGTERM (console script ``tracker_node``).
 
     Exits 0 on a signal, after the worker has stopped and the node is destroyed; exits 2 with
     one line naming the parameter when a start-up parameter is refused.
     """
-    _init_without_signal_handlers(args)
+    compat.init_without_signal_handlers(args)
     stop = threading.Event()
 
     def request_stop(signum, frame) -> None:
