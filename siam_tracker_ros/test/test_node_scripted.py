@@ -103,6 +103,9 @@ def graph(ros_domain, tmp_path_factory):
             values = g.values(lambda v: v.get('model_state') in ('ready', 'failed'), 1.0, None)
         assert values['model_state'] == 'ready', log.read_text()[-3000:]
         assert values['backend'] == 'scripted'
+        while g.image_pub.get_subscription_count() == 0:   # the node's image subscription
+            assert time.monotonic() < deadline, 'the node never subscribed to the images'
+            time.sleep(0.05)
         yield g
     finally:
         hold.unlink(missing_ok=True)
@@ -266,6 +269,20 @@ def test_per_stage_latency_and_the_camera_info_warning(graph):
     assert float(values['latency_network_ms_p50']) > 0.0
     # This graph never publishes CameraInfo: the node said so once.
     assert graph.log.read_text().count('no CameraInfo on') == 1
+
+
+def test_a_stamp_that_never_arrived_is_explained(graph):
+    """STAMP_NOT_FOUND between two buffered frames: it never reached the node."""
+    now = time.time_ns()
+    for k in (0, 2):
+        header = Header(stamp=conv.ns_to_stamp(now + k * S), frame_id='scripted_cam')
+        graph.image_pub.publish(conv.bgr_to_image(FRAMES[k], header, 'bgr8'))
+    graph.values(lambda v: int(v['frames_buffered']) >= 2)
+    time.sleep(0.3)
+    response = graph.set_target(1, conv.ns_to_stamp(now + S))
+    assert not response.success and response.code == SetTarget.Response.STAMP_NOT_FOUND
+    assert 'never reached the node' in response.message
+    assert 'nearest buffered frame' in response.message and '1000.0 ms' in response.message
 
 
 def test_node_stops_cleanly(graph):

@@ -97,3 +97,46 @@ def test_precision_and_engine_cache_reach_the_tensorrt_backend(ros_domain, tmp_p
         client.close()
         code = stop_process(proc)
     assert code == 0 and 'Traceback' not in log.read_text(), log.read_text()[-3000:]
+
+
+def test_the_frame_buffer_is_capped_in_bytes_whatever_the_resolution(ros_domain, tmp_path):
+    """frame_buffer_mb:=2 with 0.9 MB frames: at most two frames buffered, not 60."""
+    import numpy as np
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from ros_helpers import diag_values, find_status, RosClient
+    from siam_tracker_ros.ros import conversions as conv
+
+    env = ros_env(ros_domain)
+    log = tmp_path / 'node.log'
+    proc = start_process(python_module_cmd(
+        NODE, '-r', '__node:=buffer_node', '-r', 'image:=/buffer/image', '-p',
+        'frame_buffer_mb:=2', '-p', 'qos_reliability:=reliable', '-p',
+        'diagnostics_period:=0.2'), env, log)
+    client = RosClient('buffer_test_client')
+    try:
+        pub = client.node.create_publisher(Image, '/buffer/image', QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        diags = client.collect(DiagnosticArray, '/diagnostics', 50)
+        deadline = time.monotonic() + 30
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        frame = np.full((480, 640, 3), 7, np.uint8)   # 921600 bytes
+        for k in range(12):
+            pub.publish(conv.bgr_to_image(frame, Header(stamp=conv.ns_to_stamp(k + 1)), 'bgr8'))
+            time.sleep(0.1)
+
+        def settled(array):   # the subscription queue holds one frame: some may be replaced
+            status = find_status(array, '/buffer_node')
+            return status is not None and int(diag_values(status)['frames_received']) >= 4
+        msg = diags.wait_for(settled, timeout=20)
+        assert msg is not None, log.read_text()
+        values = diag_values(find_status(msg, '/buffer_node'))
+        assert values['frames_buffered'] == '2' and float(values['buffer_mb']) <= 2.0, values
+    finally:
+        client.close()
+        assert stop_process(proc) == 0
+

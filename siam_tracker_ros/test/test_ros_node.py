@@ -1,4 +1,5 @@
-"""The real tracker node (subprocess, real NanoTrack v3 on ONNX Runtime) driven over rclpy.
+"""
+The real tracker node (subprocess, real NanoTrack v3 on ONNX Runtime) driven over rclpy.
 
 One node serves the whole module. Frames are published from this process in lockstep: each
 frame goes out only after the TrackedObject of the previous one arrived, so no frame is dropped
@@ -13,29 +14,28 @@ import cv2
 import numpy as np
 import pytest
 
-from ros_helpers import (RosClient, diag_values, find_status, python_module_cmd,
-                         require_interfaces, require_model, ros_env)
+from ros_helpers import (diag_values, find_status, python_module_cmd, require_interfaces,
+                         require_model, ros_env, RosClient)
 
 require_interfaces()
 MODEL = require_model()
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402, I100
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from siam_tracker_interfaces.msg import TrackedObject  # noqa: E402
 from siam_tracker_interfaces.srv import SetTarget  # noqa: E402
+from siam_tracker_ros.eval.metrics import iou  # noqa: E402
+from siam_tracker_ros.eval.synthetic import generate_frames  # noqa: E402
+from siam_tracker_ros.ros import conversions as conv  # noqa: E402
+from siam_tracker_ros.ros.video_publisher import pinhole_camera_info  # noqa: E402
+from siam_tracker_ros.tooling.isolation import start_process, stop_process  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 try:  # vision_msgs comes with ros-extra (or ros-<distro>-vision-msgs), not with the wheels
     from vision_msgs.msg import Detection2DArray
 except ImportError:
     Detection2DArray = None
-
-from siam_tracker_ros.eval.metrics import iou  # noqa: E402
-from siam_tracker_ros.ros import conversions as conv  # noqa: E402
-from siam_tracker_ros.eval.synthetic import generate_frames  # noqa: E402
-from siam_tracker_ros.tooling.isolation import start_process, stop_process  # noqa: E402
-from siam_tracker_ros.ros.video_publisher import pinhole_camera_info  # noqa: E402
 
 NODE = '/siam_tracker'
 HFOV = 70.0
@@ -45,7 +45,7 @@ ENCODINGS = ('bgr8', 'rgb8', 'bgra8', 'yuv422')
 
 
 def encode(image: np.ndarray, encoding: str, header: Header) -> Image:
-    """A sensor_msgs/Image of a BGR frame in ``encoding``."""
+    """Build a sensor_msgs/Image of a BGR frame in ``encoding``."""
     if encoding in ('bgr8', 'rgb8', 'mono8'):
         return conv.bgr_to_image(image, header, encoding)
     data = {'bgra8': lambda: cv2.cvtColor(image, cv2.COLOR_BGR2BGRA),
@@ -110,7 +110,7 @@ class Graph:
         return self.client.call(Trigger, f'{node}/stop', Trigger.Request())
 
     def status(self, predicate=lambda s: True, timeout=10.0, node=NODE):
-        """The next diagnostics status of ``node`` satisfying ``predicate``."""
+        """Wait for the next diagnostics status of ``node`` satisfying ``predicate``."""
         start = len(self.diagnostics)
         msg = self.diagnostics.wait_for(
             lambda a: find_status(a, node) is not None and predicate(find_status(a, node)),
@@ -384,6 +384,26 @@ def test_runtime_parameters(graph, sequence):
     assert not refused[0].successful
     refused = graph.client.set_parameters(NODE, model_path='/elsewhere')
     assert not refused[0].successful and 'read-only' in refused[0].reason.lower()
+
+
+def test_crop_sizes_the_model_cannot_run_are_refused_and_the_node_stays_up(graph, sequence):
+    """The repro of the crash: instance_size 287 accepted, then the next SetTarget died."""
+    wait_ready(graph)
+    assert graph.stop().success   # crop geometry can only change while no target is set
+    for name, value in (('tracker.instance_size', 287), ('tracker.instance_size', 300),
+                        ('tracker.exemplar_size', 512)):
+        [result] = graph.client.set_parameters(NODE, **{name: value})
+        assert not result.successful, name
+        assert 'built for exemplar_size=127, instance_size=255' in result.reason
+    assert graph.client.get_parameters(NODE, 'tracker.instance_size') == [255]
+    frame0, box0 = sequence[0]
+    header = graph.publish(frame0, 0)
+    time.sleep(0.2)
+    response = graph.set_target(box0, header.stamp)
+    assert response.success, response.message
+    _, m = graph.step(sequence[1][0], 1)
+    assert m.state == TrackedObject.TRACKING and graph.proc.poll() is None
+    assert graph.stop().success
 
 
 def test_unsupported_encoding_is_reported_and_the_node_keeps_running(graph, sequence):
