@@ -6,7 +6,8 @@ import pytest
 
 @pytest.fixture(scope='session')
 def ros_domain():
-    """Lease a private ROS_DOMAIN_ID for this pytest run and put it in os.environ.
+    """
+    Lease a private ROS_DOMAIN_ID for this pytest run and put it in os.environ.
 
     Also restricts discovery to this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, or
     ROS_LOCALHOST_ONLY=1 where ROS_DISTRO is Humble), so neither this process's rclpy contexts
@@ -30,5 +31,5 @@ def ros_domain():
 
 @pytest.fixture(scope='session')
 def model_cache(tmp_path_factory):
-    """A private SIAM_MODEL_CACHE (upstream model folders are imported into it)."""
+    """Return a private SIAM_MODEL_CACHE (upstream model folders are imported into it)."""
     return tmp_path_factory.mktemp('model-cache')

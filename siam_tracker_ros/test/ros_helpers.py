@@ -1,4 +1,5 @@
-"""Shared helpers of the ROS tests: environment, processes, an in-process rclpy client.
+"""
+Shared helpers of the ROS tests: environment, processes, an in-process rclpy client.
 
 Every graph these tests start runs on a private ROS_DOMAIN_ID (leased in 1..101, see
 ``siam_tracker_ros.tooling.isolation``) with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; processes
@@ -8,12 +9,12 @@ import ctypes
 import importlib
 import math
 import os
+from pathlib import Path
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Callable, List, Optional
 
 import pytest
@@ -87,7 +88,7 @@ def require_ros2_cli() -> None:
 
 
 def require_model() -> Path:
-    """The NanoTrack v3 upstream folder in ../shared, or skip."""
+    """Return the NanoTrack v3 upstream folder in ../shared, or skip."""
     if not (MODEL_V3 / 'nanotrack_backbone.onnx').is_file():
         _skip(f'{MODEL_V3} is absent (reference models in ../shared; set SIAM_SHARED)')
     return MODEL_V3
@@ -191,7 +192,7 @@ class Collector:
                 self._cond.wait(left)
 
     def __len__(self) -> int:
-        """Number of messages so far."""
+        """Return the number of messages so far."""
         with self._cond:
             return len(self.messages)
 
@@ -239,7 +240,7 @@ class RosClient:
             self.node.destroy_client(client)
 
     def set_parameters(self, node_name: str, **values):
-        """SetParameters on another node; returns the list of SetParametersResult."""
+        """Call SetParameters on another node; return the list of SetParametersResult."""
         from rcl_interfaces.srv import SetParameters
         from rclpy.parameter import Parameter
 
@@ -248,7 +249,7 @@ class RosClient:
         return self.call(SetParameters, f'{node_name}/set_parameters', request).results
 
     def get_parameters(self, node_name: str, *names: str):
-        """GetParameters on another node; returns the python values."""
+        """Call GetParameters on another node; return the python values."""
         from rcl_interfaces.srv import GetParameters
         from rclpy.parameter import parameter_value_to_python
 
@@ -266,12 +267,12 @@ class RosClient:
 
 
 def diag_values(status) -> dict:
-    """KeyValue list of a DiagnosticStatus as a dict."""
+    """Return the KeyValue list of a DiagnosticStatus as a dict."""
     return {kv.key: kv.value for kv in status.values}
 
 
 def find_status(array, node_fqn: str):
-    """The tracker's DiagnosticStatus in a DiagnosticArray (None when absent)."""
+    """Return the tracker's DiagnosticStatus in a DiagnosticArray (None when absent)."""
     for status in array.status:
         if status.name.startswith(f'{node_fqn}:'):
             return status
@@ -279,5 +280,5 @@ def find_status(array, node_fqn: str):
 
 
 def is_nan(value) -> bool:
-    """True for a float NaN."""
+    """Return True for a float NaN."""
     return isinstance(value, float) and math.isnan(value)

@@ -1,15 +1,19 @@
-"""Camera-motion estimate (sparse optical flow + RANSAC similarity) on a real frame moved by a
-known transform, and the tracker carrying a lost target's place along with a camera pan."""
+"""
+Camera-motion estimate and the tracker carrying a lost target's place along a camera pan.
+
+The estimate (sparse optical flow + RANSAC similarity) runs on a real frame moved by a known
+transform.
+"""
 import cv2
 import numpy as np
 import pytest
 
-from shared_data import MODELS, SEQUENCES, need
+from shared_data import MODELS, need, SEQUENCES
 from siam_tracker_ros.core.camera_motion import (
     apply_to_point, estimate_camera_motion, scale_of)
 from siam_tracker_ros.core.types import BBox, TrackState
-from siam_tracker_ros.io.sequences import load_sequence, read_frame
 from siam_tracker_ros.factory import load_tracker
+from siam_tracker_ros.io.sequences import load_sequence, read_frame
 
 
 @pytest.fixture(scope='module')
@@ -49,8 +53,11 @@ def test_no_estimate_without_texture_or_with_a_size_change(frame):
 
 
 def test_lost_target_place_follows_a_pan_only_when_asked(frame):
-    """The target is blanked out while the camera pans 6 px per frame to the left: with
-    motion_camera the held box goes along with the scene, without it the box stays put."""
+    """
+    Blank the target out while the camera pans 6 px per frame to the left.
+
+    With motion_camera the held box goes along with the scene, without it the box stays put.
+    """
     model = need(MODELS / 'nanotrack-v3')
     box = BBox(530.0, 525.0, 22.0, 62.0)                       # the sequence's first box
     fill = [int(c) for c in cv2.mean(frame)[:3]]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from siam_tracker_ros.core.crop import context_size, crop_window, to_blob, window_origin
-from siam_tracker_ros.core.decode import (AnchorDecoder, AnchorFreeDecoder, Candidates,
-                                          anchor_boxes, cosine_window, foreground_probability,
+from siam_tracker_ros.core.decode import (anchor_boxes, AnchorDecoder, AnchorFreeDecoder,
+                                          Candidates, cosine_window, foreground_probability,
                                           point_grid, select_candidate)
 from siam_tracker_ros.core.manifest import AnchorSpec
 from siam_tracker_ros.core.types import BBox

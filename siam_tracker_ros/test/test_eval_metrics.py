@@ -1,8 +1,8 @@
 """Hand-computed checks of the OPE metrics (IoU, success AUC, precision, presence, AUROC)."""
 import math
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,5 +1,8 @@
-"""ONNX export of NanoTrack as template/search graphs, the runtime-weight Conv inspector, and
-the product model directory written by export_nanotrack.
+"""
+ONNX export of NanoTrack, the runtime-weight Conv inspector, export_nanotrack's model dir.
+
+NanoTrack is exported as template/search graphs; export_nanotrack writes the product model
+directory.
 
 Needs ../shared/reference-models (override with SIAM_SHARED) for the NanoTrack parts; skipped
 with the reason if absent. The three versions are exported once per module into tmp dirs.
@@ -11,16 +14,15 @@ random pixels), cls/reg end to end 1e-3 (measured <= 2e-4; reg passes through ex
 import needs_torch  # noqa: F401
 import numpy as np
 import pytest
-import torch
-import torch.nn as nn
-from torch.nn.functional import conv2d
-
-from shared_data import MODELS, bag_crops
-from siam_tracker_ros.nets.nanotrack_import import make_backbone_dynamic
+from shared_data import bag_crops, MODELS
 from siam_tracker_ros.core.manifest import load_manifest
 from siam_tracker_ros.nets.export import (export_nanotrack, export_split, ExportError,
                                           fold_constants, NANOTRACK_HPARAMS,
                                           runtime_weight_convs, write_model_dir)
+from siam_tracker_ros.nets.nanotrack_import import make_backbone_dynamic
+import torch
+import torch.nn as nn
+from torch.nn.functional import conv2d
 
 ort = pytest.importorskip('onnxruntime')
 onnx = pytest.importorskip('onnx')
@@ -53,7 +55,7 @@ def _dims(value):
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
-    """version -> ModelSpec of a model directory made by export_nanotrack (v1, v2, v3)."""
+    """Map version -> ModelSpec of a model directory made by export_nanotrack (v1, v2, v3)."""
     out = {}
     for v in VERSIONS:
         ckpt = REFS / f'nanotrack-v{v}' / f'nanotrackv{v}.pth'
@@ -71,7 +73,7 @@ def _spec(exported, version):
 
 @pytest.fixture(scope='module')
 def upstream(tmp_path_factory):
-    """version -> (backbone session with free H/W, head session) of the upstream ONNX pair."""
+    """Map version -> (backbone session with free H/W, head session) of the upstream ONNX pair."""
     tmp = tmp_path_factory.mktemp('upstream')
     cache = {}
 

@@ -1,4 +1,5 @@
-"""Humble's subscription dispatch: the stand-in (humble_dispatch/sitecustomize.py) and the node.
+"""
+Humble's subscription dispatch: the stand-in (humble_dispatch/sitecustomize.py) and the node.
 
 `make test` runs the node and demo tests a second time with humble_dispatch/ first on
 PYTHONPATH, ROS_DISTRO=humble and SIAM_HUMBLE_LEG=1 (the Humble leg). These tests check that
@@ -7,16 +8,16 @@ Subscription.CallbackType), that the leg is on when it says so, and that isolati
 ROS_LOCALHOST_ONLY.
 """
 import os
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
 STAND_IN = HERE / 'humble_dispatch'
 
-PROBE = r'''
+PROBE = r"""
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.subscription import Subscription
@@ -46,7 +47,7 @@ print('TWO_WITH_INFO', any(k == 'two' and isinstance(v, dict) for k, v in got))
 print('TWO_TYPEERROR', any("missing 1 required positional argument: 'info'" in e
                           for e in errors))
 rclpy.shutdown()
-'''
+"""
 
 
 def _probe(ros_domain, humble: bool) -> dict:

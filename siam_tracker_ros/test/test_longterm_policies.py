@@ -4,8 +4,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from siam_tracker_ros.core.config import PRESETS, preset, TrackerConfig
 from siam_tracker_ros.core.confidence import ConfidenceEstimator, Cues, peak_to_sidelobe
+from siam_tracker_ros.core.config import preset, PRESETS, TrackerConfig
 from siam_tracker_ros.core.distractors import DistractorMemory
 from siam_tracker_ros.core.longterm import LongTermState, tile_centers
 from siam_tracker_ros.core.motion import ConstantVelocityKalman
@@ -130,4 +130,3 @@ def test_appearance_term_ramps_between_its_bounds_and_gates_the_confidence():
     assert est(Cues(0.9, 18.0, 0.0, appearance=cfg.conf_appearance_low)) == 0.0
     mid = 0.5 * (cfg.conf_appearance_low + cfg.conf_appearance_high)
     assert est(Cues(0.9, 18.0, 0.0, appearance=mid)) == pytest.approx(0.5)
-

@@ -1,4 +1,5 @@
-"""Long-term tracking with real NanoTrack weights on ONNX Runtime, real and generated data.
+"""
+Long-term tracking with real NanoTrack weights on ONNX Runtime, real and generated data.
 
 * the 'plain' preset reproduces the authors' procedure bit for bit (an independent straight
   re-implementation of the pysot/NanoTrack step below is the reference);
@@ -14,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from shared_data import MODELS, SEQUENCES, need
+from shared_data import MODELS, need, SEQUENCES
 from siam_tracker_ros.core.config import preset
 from siam_tracker_ros.core.crop import context_size, crop_window, to_blob
 from siam_tracker_ros.core.decode import make_decoder, select_candidate
@@ -23,8 +24,8 @@ from siam_tracker_ros.eval.longterm_set import (
     build_longterm_set, event_scores, load_events, main as longterm_main)
 from siam_tracker_ros.eval.metrics import evaluate_sequence, iou
 from siam_tracker_ros.eval.runner import jittered_boxes, run_tracker
-from siam_tracker_ros.io.sequences import load_frames, load_sequence, read_frame
 from siam_tracker_ros.factory import load_tracker
+from siam_tracker_ros.io.sequences import load_frames, load_sequence, read_frame
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -33,7 +34,7 @@ def _cache(tmp_path_factory):
 
 
 def reference_boxes(tracker, frames, box):
-    """The authors' tracking step written out straight, on the tracker's own backend."""
+    """Track with the authors' tracking step written out straight, on the tracker's own backend."""
     cfg, spec, backend = tracker.config, tracker.spec, tracker.backend
     decoder = make_decoder(spec)
     center = np.array([box.x + (box.w - 1) / 2.0, box.y + (box.h - 1) / 2.0])

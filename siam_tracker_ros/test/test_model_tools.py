@@ -1,4 +1,5 @@
-"""siam-model 'import pysot', 'build-engine' and 'check-backend', run as commands.
+"""
+siam-model 'import pysot', 'build-engine' and 'check-backend', run as commands.
 
 The commands are run through siam-model's own ``main``.
 check-backend is exercised for real with torch and onnxruntime against ONNX Runtime; the
@@ -10,9 +11,7 @@ import shutil
 import needs_torch  # noqa: F401
 import numpy as np
 import pytest
-import torch
-
-from shared_data import MODELS, SEQUENCES, need
+from shared_data import MODELS, need, SEQUENCES
 from siam_tracker_ros.backends import engine_build as eb
 from siam_tracker_ros.backends.base import BackendError
 from siam_tracker_ros.cli import model_tools as mt
@@ -20,6 +19,7 @@ from siam_tracker_ros.cli import siam_model
 from siam_tracker_ros.core.manifest import load_manifest, write_manifest
 from siam_tracker_ros.nets import pysot_import as P
 from siam_tracker_ros.nets import siamrpn as S
+import torch
 
 CONFIGS = MODELS / 'pysot-configs-no-weights'
 
@@ -34,7 +34,7 @@ def _tensorrt_missing() -> str:
 
 @pytest.fixture(scope='module')
 def alex_checkpoint(tmp_path_factory):
-    """A pysot-format alex checkpoint (training-snapshot layout, DataParallel prefix)."""
+    """Write a pysot-format alex checkpoint (training-snapshot layout, DataParallel prefix)."""
     net = S.build('siamrpn_alex')
     P.randomise(net, seed=7)
     path = tmp_path_factory.mktemp('ckpt') / 'model.pth'

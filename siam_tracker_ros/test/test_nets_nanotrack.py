@@ -1,4 +1,5 @@
-"""NanoTrack v1/v2/v3 PyTorch definitions against the upstream checkpoints and ONNX graphs.
+"""
+NanoTrack v1/v2/v3 PyTorch definitions against the upstream checkpoints and ONNX graphs.
 
 Needs ../shared/reference-models (override with SIAM_SHARED); skipped with the reason if absent.
 Tolerances, relative to the largest reference value: |torch - onnx| <= TOL * max|onnx|.
@@ -12,17 +13,16 @@ import cv2
 import needs_torch  # noqa: F401
 import numpy as np
 import pytest
-import torch
-from torch.nn.functional import conv2d
-
 from shared_data import MODELS, SHARED
-from siam_tracker_ros.nets.nanotrack_import import make_backbone_dynamic
 from siam_tracker_ros.core.crop import context_size, crop_window, to_blob
 from siam_tracker_ros.core.manifest import ModelError
 from siam_tracker_ros.nets.nanotrack import NanoTrack
+from siam_tracker_ros.nets.nanotrack_import import make_backbone_dynamic
 from siam_tracker_ros.nets.ops import (xcorr_depthwise, xcorr_depthwise_conv,
                                        xcorr_depthwise_slices, xcorr_pixelwise)
 from siam_tracker_ros.nets.registry import build_net, load_weights, NETS
+import torch
+from torch.nn.functional import conv2d
 
 ort = pytest.importorskip('onnxruntime')
 
@@ -54,7 +54,7 @@ def _session(path) -> 'ort.InferenceSession':
 
 
 def _dynamic_backbone(src: Path, dst: Path) -> Path:
-    """The upstream backbone with free H/W, so it also runs on 127x127 template crops."""
+    """Return the upstream backbone with free H/W, so it also runs on 127x127 template crops."""
     make_backbone_dynamic(src, dst)
     return dst
 

@@ -10,18 +10,17 @@ from siam_tracker_ros.cli.tracker_yaml import render as render_tracker_yaml, yam
 
 require_interfaces()
 
-from builtin_interfaces.msg import Time  # noqa: E402
+from builtin_interfaces.msg import Time  # noqa: E402, I100
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from siam_tracker_interfaces.msg import TrackedObject  # noqa: E402
 from siam_tracker_interfaces.srv import SetTarget  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-
-from siam_tracker_ros.core.config import TrackerConfig, describe  # noqa: E402
+from siam_tracker_ros.core.config import describe, TrackerConfig  # noqa: E402
 from siam_tracker_ros.core.types import BBox, TrackResult, TrackState  # noqa: E402
-from siam_tracker_ros.ros import conversions as conv  # noqa: E402
 from siam_tracker_ros.eval.synthetic import generate_frames, write_clip  # noqa: E402
 from siam_tracker_ros.io.frame_source import FrameSource  # noqa: E402
+from siam_tracker_ros.ros import conversions as conv  # noqa: E402
 from siam_tracker_ros.ros.video_publisher import pinhole_camera_info  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
 
 
 def _image(rng, h=24, w=32):

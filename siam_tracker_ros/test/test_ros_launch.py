@@ -1,4 +1,5 @@
-"""What the README tells a user, with the real `ros2 launch` and `ros2` CLI (ros-extra route).
+"""
+What the README tells a user, with the real `ros2 launch` and `ros2` CLI (ros-extra route).
 
 One `ros2 launch siam_tracker_ros demo.launch.py` graph (video publisher on a generated clip at
 10 Hz, looping, + tracker) serves the module; the user's commands are run as subprocesses:
@@ -9,10 +10,9 @@ import time
 
 import numpy as np
 import pytest
-import yaml
 
-from ros_helpers import (RosClient, require_interfaces, require_model, require_ros2_cli,
-                         ros_env, run, stop_ros2_daemon)
+from ros_helpers import (require_interfaces, require_model, require_ros2_cli, ros_env, RosClient,
+                         run, stop_ros2_daemon)
 
 require_ros2_cli()
 require_interfaces()
@@ -23,6 +23,7 @@ from siam_tracker_interfaces.msg import GroundTruth, TrackedObject  # noqa: E402
 from siam_tracker_ros.eval.metrics import iou  # noqa: E402
 from siam_tracker_ros.eval.synthetic import write_clip  # noqa: E402
 from siam_tracker_ros.tooling.isolation import start_process, stop_process  # noqa: E402
+import yaml  # noqa: E402
 
 TRACKED_TYPE = 'siam_tracker_interfaces/msg/TrackedObject'
 

@@ -22,15 +22,16 @@ import time
 
 import pytest
 
-from ros_helpers import (BAG, BAG_GT, INSTALL, MODEL_V3, require_interfaces, require_ros2_cli,
-                         ros_env, RosClient, run, stop_ros2_daemon)
+from ros_helpers import (BAG, BAG_GT, diag_values, find_status, INSTALL, MODEL_V3,
+                         require_interfaces, require_ros2_cli, ros_env, RosClient, run,
+                         stop_ros2_daemon)
 
 require_ros2_cli()
 require_interfaces()
 
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402, I100
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from siam_tracker_interfaces.msg import TrackedObject  # noqa: E402
-
 from siam_tracker_ros.eval.synthetic import write_clip  # noqa: E402
 from siam_tracker_ros.tooling.isolation import start_process, stop_process  # noqa: E402
 
@@ -152,12 +153,18 @@ def test_demo_launch_at_100hz_sigint_three_runs(env, client, tmp_path):
 
 # --- the README's pair of commands -------------------------------------------------------------
 
+def model_ready(array) -> bool:
+    status = find_status(array, '/siam_tracker')
+    return status is not None and diag_values(status).get('model_state') == 'ready'
+
+
 @pytest.fixture(scope='module')
 def readme_pair(env, client, tmp_path_factory):
     """tracker.launch.py and video_publisher, started as the README types them."""
     model = need_model()
     video, _ = need_bag()
     work = tmp_path_factory.mktemp('readme_pair')
+    diagnostics = client.collect(DiagnosticArray, '/diagnostics')
     tracker = start_process(['ros2', 'launch', 'siam_tracker_ros', 'tracker.launch.py',
                              'image:=/camera/image_raw', 'camera_info:=/camera/camera_info',
                              f'model:={model}'], env, work / 'tracker.log')
@@ -165,11 +172,9 @@ def readme_pair(env, client, tmp_path_factory):
                                '--ros-args', '-p', f'source:={video}', '-p', 'rate:=30.0',
                                '-p', 'loop:=true'], env, work / 'publisher.log')
     try:
-        deadline = time.monotonic() + 60.0
-        while (client.node.count_publishers('/siam_tracker/tracked') == 0
-               and time.monotonic() < deadline):
-            time.sleep(0.2)
-        assert client.node.count_publishers('/siam_tracker/tracked') > 0, \
+        # A fresh diagnostics message says this tracker is up with its model (the graph may
+        # still list the nodes of an earlier launch for a while).
+        assert diagnostics.wait_for(model_ready, timeout=120.0) is not None, \
             (work / 'tracker.log').read_text()
         yield {'env': env, 'work': work, 'tracker': tracker, 'publisher': publisher}
     finally:

@@ -1,4 +1,5 @@
-"""siam-bench: stage timings per backend, JSON layout, TrackerNano beside NanoTrack v1/v2.
+"""
+siam-bench: stage timings per backend, JSON layout, TrackerNano beside NanoTrack v1/v2.
 
 Benchmarks print figures; these tests check what is measured and reported, never speed.
 """
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-from shared_data import MODELS, SEQUENCES, need
+from shared_data import MODELS, need, SEQUENCES
 from siam_tracker_ros.backends.registry import available
 from siam_tracker_ros.cli import siam_bench
 
@@ -74,7 +75,8 @@ def test_bench_nanotrack_v2_beside_opencv_trackernano_on_a_sequence(tmp_path, ca
 
 
 def test_bench_trackernano_needs_the_upstream_pair_for_a_split_model(alex_model, tmp_path):
-    """TrackerNano beside a template/search model needs --peer-model.
+    """
+    Require --peer-model for TrackerNano beside a template/search model.
 
     Without it the reason goes into the JSON's skipped list.
     """

@@ -1,4 +1,5 @@
-"""The PyTorch backend: interface, errors, normalisation, and parity with ONNX Runtime.
+"""
+The PyTorch backend: interface, errors, normalisation, and parity with ONNX Runtime.
 
 Needs ../shared/reference-models (override with SIAM_SHARED); skipped with the reason if absent.
 Parity tolerances, relative to the largest reference value: template features 2e-4, cls/reg
@@ -9,15 +10,14 @@ import dataclasses
 import needs_torch  # noqa: F401
 import numpy as np
 import pytest
-import torch
-
-from shared_data import MODELS, bag_crops
-from siam_tracker_ros.nets.nanotrack_import import make_backbone_dynamic
+from shared_data import bag_crops, MODELS
 from siam_tracker_ros.backends.base import Backend, BackendError
 from siam_tracker_ros.backends.registry import create_backend
 from siam_tracker_ros.backends.torch_backend import TorchBackend
 from siam_tracker_ros.core.manifest import load_manifest, ModelSpec
 from siam_tracker_ros.nets.export import nanotrack_tracker_config
+from siam_tracker_ros.nets.nanotrack_import import make_backbone_dynamic
+import torch
 
 ort = pytest.importorskip('onnxruntime')
 
@@ -34,7 +34,7 @@ def _close(got, ref, what, tol):
 
 
 def _upstream_spec(version: int) -> ModelSpec:
-    """A spec over the upstream checkpoint itself (only the torch backend's needs)."""
+    """Build a spec over the upstream checkpoint itself (only the torch backend's needs)."""
     folder = REFS / f'nanotrack-v{version}'
     if not (folder / f'nanotrackv{version}.pth').is_file():
         pytest.skip(f'{folder}/nanotrackv{version}.pth is absent (needs ../shared)')

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from shared_data import MODELS, SEQUENCES, need
+from shared_data import MODELS, need, SEQUENCES
 from siam_tracker_ros.core.types import BBox, TrackState
 from siam_tracker_ros.eval.synthetic import moving_target
 from siam_tracker_ros.factory import load_tracker

@@ -1,4 +1,5 @@
-"""The one small interface every inference backend implements.
+"""
+The one small interface every inference backend implements.
 
 A backend holds no template state: ``encode_template`` turns a template crop into features,
 ``track`` runs a search crop through the head with the features it is given. The tracker owns
@@ -8,7 +9,7 @@ All arrays are float32 NCHW with batch 1; crops are raw pixels in the model's ch
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence, Tuple, runtime_checkable
+from typing import Protocol, runtime_checkable, Sequence, Tuple
 
 import numpy as np
 

@@ -9,7 +9,8 @@ NS_PER_S = 1_000_000_000
 
 
 class ImageVelocity:
-    """Centre velocity in px/s between confident fixes, exponentially smoothed.
+    """
+    Centre velocity in px/s between confident fixes, exponentially smoothed.
 
     ``update`` is called once per tracked frame with the box when the tracker reports the
     target (TRACKING) and None otherwise; it returns the velocity to publish (0 while the

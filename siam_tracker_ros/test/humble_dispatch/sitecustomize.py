@@ -1,4 +1,5 @@
-"""Make this interpreter's rclpy dispatch subscriptions the way ROS 2 Humble's rclpy does.
+"""
+Make this interpreter's rclpy dispatch subscriptions the way ROS 2 Humble's rclpy does.
 
 Put this folder first on PYTHONPATH (the Humble leg of `make test` does) and every Python
 process started with it, nodes included, behaves like Humble's rclpy 3.3 where subscription
