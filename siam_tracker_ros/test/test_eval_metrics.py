@@ -1,4 +1,4 @@
-"""Hand-computed checks of the OPE metrics (IoU, success AUC, precision, presence, AUROC)."""
+"""Hand-computed checks of the OPE metrics (IoU, AUC, precision, presence, AUROC, hold, ECE)."""
 import math
 from pathlib import Path
 import subprocess
@@ -142,6 +142,120 @@ def test_evaluate_sequence_without_absent_frames_has_no_presence():
     m = M.evaluate_sequence(gt.copy(), gt)
     assert m.auc == pytest.approx(20 / 21)     # IoU 1 beats every threshold but 1.0
     assert m.presence_f1 is None and m.conf_auroc is None
+
+
+def test_held_frames_and_longest_run_by_hand():
+    boxes = np.array([[0, 0, 5, 5], [0, 0, 5, 5], [0, 0, 5, 5], [1, 0, 5, 5], [1, 0, 5, 5],
+                      NAN4, NAN4, [1, 0, 5, 5]], dtype=float)
+    found = [False, False, True, False, False, False, False, False]
+    # frame 0: no previous box; 1: same box, lost -> held; 2: found; 3: moved; 4: held;
+    # 5, 6: NaN boxes are never equal; 7: the previous box is NaN
+    held = M.held_frames(boxes, found)
+    assert held.tolist() == [False, True, False, False, True, False, False, False]
+    assert M.longest_run(held) == 1
+    assert M.longest_run([1, 1, 0, 1, 1, 1, 0]) == 3 and M.longest_run([0, 0]) == 0
+    assert M.longest_run([]) == 0
+    with pytest.raises(ValueError, match='one value per box'):
+        M.held_frames(boxes, found[:3])
+
+
+def test_calibration_bins_edges_and_pooling_by_hand():
+    cal = M.calibration([0.0, 0.1, 0.5, 0.99, 1.0, math.nan, 1.7, -0.2],
+                        [0, 1, 1, 1, 0, 1, 1, 0])
+    # 0 -> bin 0, 0.1 -> bin 1 (left-closed), 0.5 -> bin 5, 0.99 and 1.0 -> bin 9, NaN left
+    # out, 1.7 clipped to 1 -> bin 9, -0.2 clipped to 0 -> bin 0
+    assert cal.counts.tolist() == [2, 1, 0, 0, 0, 1, 0, 0, 0, 3]
+    assert cal.frames == 7
+    np.testing.assert_allclose(cal.edges, np.linspace(0, 1, 11))
+    assert cal.hit_rate[9] == pytest.approx(2 / 3) and math.isnan(cal.hit_rate[2])
+    assert cal.mean_confidence[9] == pytest.approx((0.99 + 1.0 + 1.0) / 3)
+    empty = M.calibration([], [])
+    assert empty.frames == 0 and empty.ece is None and empty.brier is None
+    pooled = cal + empty
+    assert pooled.counts.tolist() == cal.counts.tolist() and pooled.ece == cal.ece
+    with pytest.raises(ValueError, match='cannot pool'):
+        cal + M.calibration([0.5], [1], bins=5)
+
+
+def _made_up_run():
+    """
+    Return a made-up result sequence of 10 frames whose figures are worked out by hand below.
+
+    Frame:      0    1    2    3    4    5    6    7    8    9
+    truth:      v    v    v    v    v    v    -    -    v    v      (- = absent, NaN row)
+    found:      T    T    F    F    F    T    F    F    T    F
+    box x:      0    1    1    1    2    2    2    2    3    3      (y 0, 10x10)
+    hit:        .    y    y    n    n    y    .    .    n    y      (IoU 1, or 0: truth moved)
+    confidence: 1   .95  .15  .05  .12  .85   .3   .2  .91  .55
+    """
+    xs = [0, 1, 1, 1, 2, 2, 2, 2, 3, 3]
+    boxes = np.array([[x, 0, 10, 10] for x in xs], dtype=float)
+    hit = [True, True, True, False, False, True, None, None, False, True]
+    gt = np.array([NAN4 if h is None else [x if h else x + 20, 0, 10, 10]
+                   for x, h in zip(xs, hit)], dtype=float)
+    found = np.array([1, 1, 0, 0, 0, 1, 0, 0, 1, 0], dtype=bool)
+    conf = np.array([1.0, 0.95, 0.15, 0.05, 0.12, 0.85, 0.3, 0.2, 0.91, 0.55])
+    return boxes, gt, found, conf
+
+
+def test_false_lost_hold_and_calibration_by_hand():
+    boxes, gt, found, conf = _made_up_run()
+    m = M.evaluate_sequence(boxes, gt, found, conf)
+    # visible frames 1-5, 8, 9 (7); reported not found among them: 2, 3, 4, 9
+    assert m.frames_scored == 7 and m.false_lost == 4
+    assert m.false_lost_rate == pytest.approx(4 / 7)
+    # not found with the box of the frame before: 2, 3, 6, 7, 9 (4 moved); longest run 2
+    assert m.held_frames == 5 and m.longest_hold == 2
+    # bins: 0.05 -> 0 (miss); 0.15, 0.12 -> 1 (hit, miss); 0.55 -> 5 (hit); 0.85 -> 8 (hit);
+    # 0.95, 0.91 -> 9 (hit, miss). Absent frames 6, 7 and the first frame are left out.
+    cal = m.calibration
+    assert cal.counts.tolist() == [1, 2, 0, 0, 0, 1, 0, 0, 1, 2]
+    # ECE = (1 * |0 - .05| + 2 * |.5 - .135| + 1 * |1 - .55| + 1 * |1 - .85|
+    #        + 2 * |.5 - .93|) / 7 = (.05 + .73 + .45 + .15 + .86) / 7 = 2.24 / 7
+    assert cal.ece == pytest.approx(0.32)
+    # Brier = (.05^2 + .85^2 + .05^2 + .12^2 + .15^2 + .91^2 + .45^2) / 7 = 1.795 / 7
+    assert cal.brier == pytest.approx(1.795 / 7)
+    # a tracker that always reports found (no verdict given) is never falsely lost or held
+    peer = M.evaluate_sequence(boxes, gt)
+    assert (peer.false_lost, peer.false_lost_rate, peer.held_frames, peer.longest_hold) == (
+        0, 0.0, 0, 0)
+
+
+def test_set_figures_pool_calibration_by_hand():
+    from siam_tracker_ros.eval import runner as R
+    boxes, gt, found, conf = _made_up_run()
+
+    def record(b, g, f, c):
+        run = R.TrackerRun(boxes=b, scores=c, confidences=c, found=f, update_s=1.0,
+                           updates=len(b) - 1)
+        return R.sequence_record(M.evaluate_sequence(b, g, f, c), run)
+
+    first = record(boxes, gt, found, conf)
+    # a second sequence: frames 1, 2 visible and found; confidence .95 (hit), .05 (miss)
+    b2 = np.array([[0, 0, 10, 10]] * 3, dtype=float)
+    g2 = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [30, 0, 10, 10]], dtype=float)
+    second = record(b2, g2, np.ones(3, dtype=bool), np.array([1.0, 0.95, 0.05]))
+    assert (second['false_lost'], second['held_frames'], second['ece'], second['brier']) == (
+        0, 0, pytest.approx(0.05), pytest.approx(0.0025))
+    assert first['false_lost_rate'] == pytest.approx(4 / 7) and first['longest_hold'] == 2
+    assert first['calibration']['counts'] == [1, 2, 0, 0, 0, 1, 0, 0, 1, 2]
+    rates = first['calibration']['hit_rate']
+    assert rates[1] == 0.5 and rates[2] is None             # an empty bin has no hit rate
+
+    mean = R.mean_record({'a': first, 'b': second})
+    assert mean['false_lost_rate'] == pytest.approx((4 / 7 + 0) / 2)
+    assert (mean['false_lost'], mean['held_frames'], mean['longest_hold']) == (4, 5, 2)
+    # pooled bins: 0 gets both .05 misses, 9 gets .95 hit, .91 miss, .95 hit:
+    # ECE = (2 * .05 + .73 + .45 + .15 + |2 - 2.81|) / 9 = 2.24 / 9
+    assert mean['calibration']['counts'] == [2, 2, 0, 0, 0, 1, 0, 0, 1, 3]
+    assert mean['ece'] == pytest.approx(2.24 / 9)
+    # Brier = (1.795 + .0025 + .0025) / 9 = 0.2
+    assert mean['brier'] == pytest.approx(0.2)
+
+    table = R.format_table({'x': {'mean': mean, 'sequences': {}}}, reference=None)
+    header, _, row = table.splitlines()
+    assert 'false_LOST' in header and 'held(longest)' in header and 'Brier' in header
+    assert '28.6%' in row and '5 (2)' in row and '0.249' in row and '0.200' in row
 
 
 def test_eval_package_imports_no_torch_rclpy_onnx():

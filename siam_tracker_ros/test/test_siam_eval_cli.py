@@ -200,6 +200,69 @@ def test_cli_presence_scores_by_hand_on_a_scripted_scene(tmp_path, capsys):
     assert rec['frames_scored'] == 31 and rec['lost_frames'] == 7
 
 
+def test_cli_false_lost_hold_and_reliability_on_a_scripted_scene(tmp_path, capsys):
+    _scripted_sequence(tmp_path / 'seqs')
+    model = sb.write_model_dir(tmp_path / 'model')
+    out, plots = tmp_path / 'out.json', tmp_path / 'plots'
+    status = siam_eval.main(['--model', str(model), '--backend', 'scripted_backend:create',
+                             '--peers', 'opencv-mil', '--sequences', str(tmp_path / 'seqs'),
+                             '--json', str(out), '--plots', str(plots), '--save-boxes',
+                             '--quiet'])
+    printed = capsys.readouterr().out
+    assert status == 0
+    data = json.loads(out.read_text())
+    assert data['config']['thresholds']['calibration_bins'] == pytest.approx(
+        [k / 10 for k in range(11)])
+    visible = [t for t in range(1, 40) if not 20 <= t < 28]          # 31 frames
+
+    ours = data['trackers']['ours']
+    rec = ours['sequences']['scripted']
+    # Ours reports the faded target (10-12) not found: 3 false LOST of 31 visible frames. The
+    # box is held while not found: 10-12 keep frame 9's box, 20-23 frame 19's (24 takes the
+    # look-alike): 7 held frames, the longest hold 4.
+    assert (rec['false_lost'], rec['held_frames'], rec['longest_hold']) == (3, 7, 4)
+    assert rec['false_lost_rate'] == pytest.approx(3 / 31)
+    # Every visible frame is a hit (the held box trails the 40 px target by at most 3 frames
+    # of 2 px: IoU > 0.7), so each bin's hit rate is 1, ECE = 1 - mean confidence and
+    # Brier = mean (1 - confidence)^2 over the visible frames.
+    cal = rec['calibration']
+    assert sum(cal['counts']) == 31
+    assert all(r == 1.0 for r, n in zip(cal['hit_rate'], cal['counts']) if n)
+    conf = np.array([rec['confidences'][t] for t in visible])
+    assert rec['ece'] == pytest.approx(1.0 - conf.mean())
+    assert rec['brier'] == pytest.approx(np.mean((1.0 - conf) ** 2))
+    mean = ours['mean']                                  # one sequence: the set is that one
+    assert (mean['false_lost'], mean['held_frames'], mean['longest_hold']) == (3, 7, 4)
+    assert mean['false_lost_rate'] == pytest.approx(3 / 31)
+    assert (mean['ece'], mean['brier']) == pytest.approx((rec['ece'], rec['brier']))
+    assert mean['calibration']['counts'] == cal['counts']
+
+    # MIL always reports found, with confidence 1 (OpenCV's ok flag): never falsely lost or
+    # held; all 31 frames in the top bin, so ECE = Brier = 1 - its share of hits.
+    mil = data['trackers']['opencv-mil']['sequences']['scripted']
+    assert all(mil['found'])
+    assert (mil['false_lost'], mil['false_lost_rate'], mil['held_frames'],
+            mil['longest_hold']) == (0, 0.0, 0, 0)
+    assert mil['calibration']['counts'] == [0] * 9 + [31]
+    from siam_tracker_ros.eval.metrics import iou
+    from siam_tracker_ros.io.sequences import load_sequence
+    gt = load_sequence(tmp_path / 'seqs' / 'scripted').gt
+    hits = np.mean(iou(np.array(mil['boxes'], dtype=float)[visible], gt[visible]) >= 0.5)
+    assert mil['calibration']['hit_rate'][9] == pytest.approx(hits)
+    assert mil['ece'] == pytest.approx(1.0 - hits) and mil['brier'] == pytest.approx(1.0 - hits)
+
+    header = next(line for line in printed.splitlines() if line.startswith('tracker'))
+    assert 'false_LOST' in header and 'held(longest)' in header and 'ECE' in header
+    row = next(line for line in printed.splitlines() if line.startswith('ours'))
+    assert '9.7%' in row and '7 (4)' in row
+    row = next(line for line in printed.splitlines() if line.startswith('opencv-mil'))
+    assert '0.0%' in row and '0 (0)' in row
+    image = cv2.imread(str(plots / 'reliability.png'))
+    assert image is not None and image.shape[0] > 200 and image.shape[1] > 400
+    assert image.std() > 10                              # not a blank canvas
+    assert f'plot: {plots / "reliability.png"}' in printed
+
+
 def test_cli_errors(tmp_path, capsys):
     _synthetic_sequence(tmp_path / 'seqs', frames=3, absent=())
     root = str(tmp_path / 'seqs')

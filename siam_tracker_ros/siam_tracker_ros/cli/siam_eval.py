@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='largest shift of those initial boxes in x and y (default 0.3 px)')
     p.add_argument('--json', required=True, metavar='OUT', help='where to write the results')
     p.add_argument('--plots', default=None, metavar='DIR',
-                   help='write success.png and precision.png here')
+                   help='write success.png, precision.png and reliability.png (confidence '
+                        'against IoU >= 0.5) here')
     p.add_argument('--save-boxes', action='store_true',
                    help='also store per-frame boxes, found flags, scores and confidences')
     p.add_argument('--quiet', action='store_true', help='no progress on stderr')
@@ -245,8 +246,18 @@ def main(argv: Optional[Seq[str]] = None) -> int:
                     'prec20 = share of centre errors <= 20 px; norm_prec = mean of the LaSOT '
                     'normalised precision curve over 0..0.5; presence_* = precision/recall/F1 '
                     "of the tracker's found verdict where the ground truth has absent frames; "
-                    'conf_auroc = AUROC of confidence, visible vs absent frames; mean over '
-                    'sequences (presence and AUROC over the sequences where they apply)'),
+                    'conf_auroc = AUROC of confidence, visible vs absent frames; '
+                    'false_lost = visible frames the tracker reports not found (state not '
+                    'TRACKING), false_lost_rate = that over visible frames; held_frames = '
+                    'frames not found whose box equals that of the frame before, longest_hold = '
+                    'the longest run of them; calibration = confidence of visible frames in '
+                    'bins (calibration_bins) against IoU >= 0.5: frame counts, mean '
+                    'confidence, hit rate; ece = sum over bins of count/N * |hit rate - mean '
+                    'confidence|; brier = mean (confidence - hit)^2; mean block: mean over '
+                    'sequences (presence, AUROC and false_lost_rate over the sequences where '
+                    'they apply), false_lost and held_frames summed, longest_hold the '
+                    'longest, calibration / ece / brier pooled over the frames of all '
+                    'sequences'),
         'thresholds': thresholds_record(),
         'versions': {
             'python': platform.python_version(),

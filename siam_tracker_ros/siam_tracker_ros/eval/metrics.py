@@ -11,7 +11,14 @@ AUROC of its confidence) are about.
 - precision: fraction of frames whose centre error is *at most* each threshold 0..50 px;
   ``prec20`` is the value at 20 px (OTB);
 - normalised precision: centre error divided by the ground-truth width / height per axis,
-  curve over ``linspace(0, 0.5, 51)``; ``norm_prec`` is the mean of that curve (LaSOT).
+  curve over ``linspace(0, 0.5, 51)``; ``norm_prec`` is the mean of that curve (LaSOT);
+- false LOST: visible frames on which the tracker reports the target not found;
+- held: frames on which the tracker reports not found and publishes exactly the previous
+  frame's box (the long-term hold), and the longest run of such frames;
+- calibration: the confidence on visible frames against the event IoU >= 0.5, in 10
+  equal-width bins over [0, 1] (reliability diagram), with the expected calibration error
+  ``ECE = sum_b n_b / N * |hit rate_b - mean confidence_b|`` and the Brier score
+  ``mean((confidence - hit) ** 2)``.
 """
 from __future__ import annotations
 
@@ -24,6 +31,8 @@ SUCCESS_THRESHOLDS = np.linspace(0.0, 1.0, 21)
 PRECISION_THRESHOLDS = np.arange(0, 51, dtype=np.float64)
 NORM_PRECISION_THRESHOLDS = np.linspace(0.0, 0.5, 51)
 PRECISION_AT = 20.0
+CALIBRATION_BINS = 10
+HIT_IOU = 0.5
 
 
 def _boxes(a, name: str) -> np.ndarray:
@@ -175,13 +184,125 @@ def auroc(scores, labels) -> float:
     return float(u / (n_pos * n_neg))
 
 
+def held_frames(boxes, found) -> np.ndarray:
+    """
+    Per-frame mask of held boxes: not found, and exactly the previous frame's box.
+
+    The first frame has no previous box and is never held; a box with a NaN coordinate is
+    never equal to anything.
+    """
+    b = _boxes(boxes, 'boxes')
+    f = np.asarray(found, dtype=bool)
+    if f.shape != (len(b),):
+        raise ValueError(f'found needs one value per box ({len(b)}), got shape {f.shape}')
+    held = np.zeros(len(b), dtype=bool)
+    held[1:] = ~f[1:] & np.all(b[1:] == b[:-1], axis=1)
+    return held
+
+
+def longest_run(mask) -> int:
+    """Length of the longest run of consecutive True values (0 when there is none)."""
+    m = np.concatenate(([False], np.asarray(mask, dtype=bool).reshape(-1), [False]))
+    edges = np.flatnonzero(m[1:] != m[:-1])          # run starts and ends, alternating
+    return int((edges[1::2] - edges[0::2]).max()) if edges.size else 0
+
+
+@dataclass(frozen=True, eq=False)
+class Calibration:
+    """
+    Confidence against hits in ``len(counts)`` equal-width bins over [0, 1].
+
+    Per bin: the number of frames, the sum of their confidences and their hits; plus the sum
+    of squared errors ``(confidence - hit) ** 2`` over all frames. Sums, so the calibration
+    of a set of sequences is the ``+`` of theirs.
+    """
+
+    counts: np.ndarray
+    confidence_sum: np.ndarray
+    hits: np.ndarray
+    squared_error_sum: float
+
+    @property
+    def frames(self) -> int:
+        """Frames counted."""
+        return int(self.counts.sum())
+
+    @property
+    def edges(self) -> np.ndarray:
+        """Bin edges, ``len(counts) + 1`` values from 0 to 1."""
+        return np.linspace(0.0, 1.0, len(self.counts) + 1)
+
+    def _per_bin(self, sums: np.ndarray) -> np.ndarray:
+        return np.where(self.counts > 0, sums / np.maximum(self.counts, 1), np.nan)
+
+    @property
+    def mean_confidence(self) -> np.ndarray:
+        """Mean confidence per bin (NaN for an empty bin)."""
+        return self._per_bin(self.confidence_sum)
+
+    @property
+    def hit_rate(self) -> np.ndarray:
+        """Observed frequency of hits per bin (NaN for an empty bin)."""
+        return self._per_bin(self.hits)
+
+    @property
+    def ece(self) -> Optional[float]:
+        """Return the expected calibration error (None without frames)."""
+        if self.frames == 0:
+            return None
+        gap = np.abs(self.hits - self.confidence_sum)     # = n_b * |hit rate - mean conf|
+        return float(gap.sum() / self.frames)
+
+    @property
+    def brier(self) -> Optional[float]:
+        """Brier score: mean squared error of the confidence as P(hit) (None without frames)."""
+        return float(self.squared_error_sum / self.frames) if self.frames else None
+
+    def __add__(self, other: 'Calibration') -> 'Calibration':
+        """Pool the frames of two calibrations (same bins)."""
+        if len(self.counts) != len(other.counts):
+            raise ValueError(f'cannot pool {len(self.counts)} bins with {len(other.counts)}')
+        return Calibration(self.counts + other.counts,
+                           self.confidence_sum + other.confidence_sum,
+                           self.hits + other.hits,
+                           self.squared_error_sum + other.squared_error_sum)
+
+
+def calibration(confidence, hits, bins: int = CALIBRATION_BINS) -> Calibration:
+    """
+    Bin ``confidence`` (clipped to [0, 1]) against boolean ``hits``.
+
+    Bins are ``[k / bins, (k + 1) / bins)``, the last one closed at 1. Frames with a
+    non-finite confidence are left out.
+    """
+    c = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    h = np.asarray(hits, dtype=bool).reshape(-1)
+    if c.shape != h.shape:
+        raise ValueError(f'confidence has {c.size} values but hits has {h.size}')
+    if bins < 1:
+        raise ValueError(f'bins must be >= 1, got {bins}')
+    keep = np.isfinite(c)
+    c, h = np.clip(c[keep], 0.0, 1.0), h[keep].astype(np.float64)
+    index = np.minimum((c * bins).astype(int), bins - 1)
+    return Calibration(
+        counts=np.bincount(index, minlength=bins).astype(np.int64),
+        confidence_sum=np.bincount(index, weights=c, minlength=bins),
+        hits=np.bincount(index, weights=h, minlength=bins),
+        squared_error_sum=float(np.sum((c - h) ** 2)),
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class SequenceMetrics:
     """
     Metrics of one tracker on one sequence (first frame excluded).
 
     The presence fields are None when the ground truth has no absent frame; ``conf_auroc``
-    is None unless both visible and absent frames exist.
+    is None unless both visible and absent frames exist. ``false_lost`` counts the visible
+    frames reported not found (``false_lost_rate``: over visible frames, None without any);
+    ``held_frames`` the frames whose box is held (see held_frames), ``longest_hold`` the
+    longest run of them; ``calibration`` bins the confidence of visible frames against
+    IoU >= 0.5.
     """
 
     frames: int
@@ -200,6 +321,11 @@ class SequenceMetrics:
     presence_recall: Optional[float]
     presence_f1: Optional[float]
     conf_auroc: Optional[float]
+    false_lost: int
+    false_lost_rate: Optional[float]
+    held_frames: int
+    longest_hold: int
+    calibration: Calibration
 
 
 def evaluate_sequence(pred, gt, found=None, confidence=None,
@@ -218,6 +344,7 @@ def evaluate_sequence(pred, gt, found=None, confidence=None,
     if found_arr.shape != (n,) or conf_arr.shape != (n,):
         raise ValueError(f'found and confidence need one value per frame ({n})')
     start = 1 if skip_first else 0
+    held = held_frames(pred, found_arr)[start:]
     pred, gt = pred[start:], gt[start:]
     found_arr, conf_arr = found_arr[start:], conf_arr[start:]
 
@@ -235,9 +362,11 @@ def evaluate_sequence(pred, gt, found=None, confidence=None,
         p, r, f1 = presence_scores(visible, found_arr)
         roc_value = auroc(conf_arr, visible)
         roc = None if np.isnan(roc_value) else roc_value
+    false_lost = int(np.sum(visible & ~found_arr))
+    n_visible = int(visible.sum())
     return SequenceMetrics(
         frames=n,
-        frames_scored=int(visible.sum()),
+        frames_scored=n_visible,
         ious=ious,
         center_errors=errors,
         success=success,
@@ -252,6 +381,11 @@ def evaluate_sequence(pred, gt, found=None, confidence=None,
         presence_recall=r,
         presence_f1=f1,
         conf_auroc=roc,
+        false_lost=false_lost,
+        false_lost_rate=false_lost / n_visible if n_visible else None,
+        held_frames=int(held.sum()),
+        longest_hold=longest_run(held),
+        calibration=calibration(conf_arr[visible], ious[visible] >= HIT_IOU),
     )
 
 

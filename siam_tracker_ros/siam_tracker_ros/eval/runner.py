@@ -21,8 +21,8 @@ import numpy as np
 from siam_tracker_ros.core.types import BBox, TrackResult
 from siam_tracker_ros.eval.longterm_set import event_scores, events_summary, sequence_events
 from siam_tracker_ros.eval.metrics import (
-    evaluate_sequence, NORM_PRECISION_THRESHOLDS, PRECISION_THRESHOLDS, SequenceMetrics,
-    SUCCESS_THRESHOLDS)
+    Calibration, calibration, CALIBRATION_BINS, evaluate_sequence, NORM_PRECISION_THRESHOLDS,
+    PRECISION_THRESHOLDS, SequenceMetrics, SUCCESS_THRESHOLDS)
 from siam_tracker_ros.io.sequences import load_frames, Sequence
 
 OURS = 'ours'
@@ -183,6 +183,35 @@ def _curve(values: np.ndarray) -> List[Optional[float]]:
     return [_num(v) for v in values]
 
 
+def calibration_fields(cal: Calibration) -> Dict[str, Any]:
+    """
+    Return the JSON fields of a calibration.
+
+    ``ece``, ``brier`` and ``calibration``: per bin (thresholds ``calibration_bins``) the frame
+    count, mean confidence and hit rate (None for an empty bin).
+    """
+    return {
+        'ece': _num(cal.ece),
+        'brier': _num(cal.brier),
+        'calibration': {
+            'counts': [int(v) for v in cal.counts],
+            'mean_confidence': _curve(cal.mean_confidence),
+            'hit_rate': _curve(cal.hit_rate),
+        },
+    }
+
+
+def calibration_from_record(record: Dict[str, Any]) -> Calibration:
+    """Rebuild the Calibration behind a record's ``calibration_fields`` (to pool sequences)."""
+    block = record['calibration']
+    counts = np.asarray(block['counts'], dtype=np.int64)
+    conf = np.array([0.0 if v is None else v for v in block['mean_confidence']])
+    rate = np.array([0.0 if v is None else v for v in block['hit_rate']])
+    return Calibration(counts=counts, confidence_sum=counts * conf,
+                       hits=np.round(counts * rate),
+                       squared_error_sum=(record['brier'] or 0.0) * int(counts.sum()))
+
+
 def sequence_record(metrics: SequenceMetrics, run: TrackerRun,
                     save_boxes: bool = False) -> Dict[str, Any]:
     """Return the JSON block of one tracker on one sequence."""
@@ -200,6 +229,11 @@ def sequence_record(metrics: SequenceMetrics, run: TrackerRun,
         'presence_recall': _num(metrics.presence_recall),
         'presence_f1': _num(metrics.presence_f1),
         'conf_auroc': _num(metrics.conf_auroc),
+        'false_lost': metrics.false_lost,
+        'false_lost_rate': _num(metrics.false_lost_rate),
+        'held_frames': metrics.held_frames,
+        'longest_hold': metrics.longest_hold,
+        **calibration_fields(metrics.calibration),
         'success_curve': _curve(metrics.success),
         'precision_curve': _curve(metrics.precision),
         'norm_precision_curve': _curve(metrics.norm_precision),
@@ -223,9 +257,15 @@ def mean_record(sequences: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
 
     ``fps`` is the median over sequences of each sequence's update() frames/s (robust to one
     sequence with a slow first call); ``fps_mean`` is their mean. ``presence_f1`` and
-    ``conf_auroc`` average only the sequences where they apply (None when none do).
+    ``conf_auroc`` average only the sequences where they apply (None when none do), as does
+    ``false_lost_rate`` (sequences with a visible frame); ``false_lost`` and ``held_frames``
+    are totals, ``longest_hold`` the longest over sequences. ``calibration``, ``ece`` and
+    ``brier`` pool the visible frames of every sequence (they are not means over sequences).
     """
     recs = list(sequences.values())
+    pooled = calibration([], [])
+    for r in recs:
+        pooled = pooled + calibration_from_record(r)
     fps = [r['fps'] for r in recs if r['fps'] is not None]
     out: Dict[str, Any] = {
         'auc': _mean([r['auc'] for r in recs]),
@@ -239,6 +279,11 @@ def mean_record(sequences: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         'sequences': len(recs),
         'frames': int(sum(r['frames'] for r in recs)),
         'lost_frames': int(sum(r['lost_frames'] for r in recs)),
+        'false_lost_rate': _mean([r['false_lost_rate'] for r in recs]),
+        'false_lost': int(sum(r['false_lost'] for r in recs)),
+        'held_frames': int(sum(r['held_frames'] for r in recs)),
+        'longest_hold': max((int(r['longest_hold']) for r in recs), default=0),
+        **calibration_fields(pooled),
     }
     events = events_summary([r['events'] for r in recs if 'events' in r])
     if events is not None:
@@ -264,6 +309,7 @@ def thresholds_record() -> Dict[str, List[float]]:
         'success_curve': [float(v) for v in SUCCESS_THRESHOLDS],
         'precision_curve': [float(v) for v in PRECISION_THRESHOLDS],
         'norm_precision_curve': [float(v) for v in NORM_PRECISION_THRESHOLDS],
+        'calibration_bins': [float(v) for v in np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)],
     }
 
 
@@ -338,6 +384,10 @@ def _fmt(value: Optional[float], spec: str) -> str:
     return '-' if value is None else format(value, spec)
 
 
+def _percent(share: Optional[float]) -> str:
+    return '-' if share is None else f'{100.0 * share:.1f}%'
+
+
 def _count(events: Dict[str, Any], hits: str, total: str) -> str:
     if not events.get(total):
         return '-'
@@ -348,6 +398,10 @@ def format_table(trackers: Dict[str, Dict[str, Any]], reference: Optional[str] =
     """
     Format a plain-text summary: one row per tracker with its mean figures and median fps.
 
+    ``false_LOST`` is the mean over sequences of the share of visible frames reported not
+    found; ``held(longest)`` the frames with a held box over the set and the longest hold;
+    ``ECE`` and ``Brier`` the calibration of the confidence for IoU >= 0.5 (pooled frames).
+
     On the generated long-term set it adds the confidence AUROC and the event counts
     (re-acquired within 10 frames of the return / events, no jump to the look-alike / events).
     When ``reference`` (our tracker) is present, a last column gives its fps divided by each
@@ -355,7 +409,8 @@ def format_table(trackers: Dict[str, Dict[str, Any]], reference: Optional[str] =
     """
     has_ref = reference in trackers and trackers[reference]['mean']['fps']
     jittered = all('auc_repeats_mean' in b['mean'] for b in trackers.values())
-    header = ['tracker', 'AUC', 'prec@20', 'norm_prec', 'fps(median)', 'presence_F1']
+    header = ['tracker', 'AUC', 'prec@20', 'norm_prec', 'fps(median)', 'presence_F1',
+              'false_LOST', 'held(longest)', 'ECE', 'Brier']
     with_events = any('events' in b['mean'] for b in trackers.values())
     if with_events:
         header += ['conf_AUROC', 're-acquired', 'no jump']
@@ -367,7 +422,10 @@ def format_table(trackers: Dict[str, Dict[str, Any]], reference: Optional[str] =
     for name, block in trackers.items():
         m = block['mean']
         row = [name, _fmt(m['auc'], '.3f'), _fmt(m['prec20'], '.3f'),
-               _fmt(m['norm_prec'], '.3f'), _fmt(m['fps'], '.1f'), _fmt(m['presence_f1'], '.3f')]
+               _fmt(m['norm_prec'], '.3f'), _fmt(m['fps'], '.1f'), _fmt(m['presence_f1'], '.3f'),
+               _percent(m['false_lost_rate']),
+               f"{m['held_frames']} ({m['longest_hold']})",
+               _fmt(m['ece'], '.3f'), _fmt(m['brier'], '.3f')]
         if with_events:
             ev = m.get('events') or {}
             row += [_fmt(m['conf_auroc'], '.3f'), _count(ev, 'reacquired', 'returns'),
