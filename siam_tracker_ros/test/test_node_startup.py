@@ -139,4 +139,3 @@ def test_the_frame_buffer_is_capped_in_bytes_whatever_the_resolution(ros_domain,
     finally:
         client.close()
         assert stop_process(proc) == 0
-

@@ -13,6 +13,13 @@ backbone/head ONNX files (from the model directory when its layout is backbone/h
 
 JSON: ``{"runs": [{"model", "backend", "device", "frames", "stages_ms": {STAGE: {"p50",
 "p99", ...}}}], "host": {...}}``.
+
+``--node`` measures the ROS node instead: tracker_node fed by a publisher process over real
+DDS on a private ROS_DOMAIN_ID, at each ``--size`` (default 1280x720 and 1920x1080) x
+``--transport`` x ``--profile`` x ``--publisher``, ``--rate`` Hz for ``--duration`` s
+(see ``tooling/node_bench.py``). JSON: ``{"node_runs": [{"published", "processed",
+"processed_ratio", "received_by_node", "missed_before_node", "skipped_in_node", "latency_ms",
+"node_latency_ms", "stages_ms", "cpu", "samples", ...}], "host": {...}}``.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import json
 import os
 from pathlib import Path
 import platform
+import signal
 import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -32,6 +40,7 @@ from ..core.crop import to_blob
 from ..core.manifest import ModelError, ModelSpec
 from ..core.types import BBox
 from ..eval.metrics import timing_stats
+from ..tooling import dds_profile, isolation, node_bench
 
 STAGES = ('crop', 'template', 'search', 'decode', 'step')
 
@@ -159,8 +168,9 @@ def host_info() -> Dict[str, object]:
 def build_parser() -> argparse.ArgumentParser:
     """Command-line parser of siam-bench."""
     p = argparse.ArgumentParser(prog='siam-bench', description=__doc__.strip().split('\n')[0])
-    p.add_argument('--model', action='append', required=True,
-                   help='model directory or upstream NanoTrack folder (repeatable)')
+    p.add_argument('--model', action='append',
+                   help='model directory or upstream NanoTrack folder (repeatable); with '
+                        '--node one model, also a catalogue name (default nanotrack-v3)')
     p.add_argument('--backend', action='append', choices=['onnxruntime', 'torch', 'tensorrt'],
                    help='backend to time (repeatable; default onnxruntime)')
     p.add_argument('--device', default=None,
@@ -175,7 +185,114 @@ def build_parser() -> argparse.ArgumentParser:
                    'ONNX for OpenCV TrackerNano')
     p.add_argument('--no-peer', action='store_true', help='do not run OpenCV TrackerNano')
     p.add_argument('--json', help='write the results here')
+    node = p.add_argument_group('--node: tracker_node + a publisher over DDS')
+    node.add_argument('--node', action='store_true',
+                      help='run tracker_node fed by a publisher process and measure frames, '
+                           'latency and the per-stage breakdown')
+    node.add_argument('--size', action='append', type=_size,
+                      help='frame size WxH (repeatable; default 1280x720 and 1920x1080)')
+    node.add_argument('--rate', type=float, default=30.0, help='Hz (default %(default)s)')
+    node.add_argument('--duration', type=float, default=120.0,
+                      help='seconds of each run (default %(default)s)')
+    node.add_argument('--transport', action='append', choices=node_bench.TRANSPORTS,
+                      help='raw (Image) or compressed (JPEG CompressedImage); repeatable, '
+                           'default raw')
+    node.add_argument('--profile', action='append',
+                      help='DDS profile: large_images, none or an XML file (repeatable; '
+                           'default large_images)')
+    node.add_argument('--publisher', action='append', choices=node_bench.PUBLISHERS,
+                      help='video (video_publisher) or minimal (pre-built messages in a loop); '
+                           'repeatable, default video')
+    node.add_argument('--video', help='make the frames from this video (resized), not a '
+                      'generated clip')
+    node.add_argument('--gt', help='ground truth of --video (its first box is the target)')
+    node.add_argument('--box', help='target X,Y,W,H on the first frame of --video')
+    node.add_argument('--clip-frames', type=int, default=40,
+                      help='frames of the clip, played forward and back (default %(default)s)')
+    node.add_argument('--work-dir', help='clips and process logs (default: a temporary folder)')
     return p
+
+
+def _size(text: str) -> Tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not WxH, e.g. 1280x720') from None
+    if width < 64 or height < 64:
+        raise argparse.ArgumentTypeError(f'{text}: frames must be at least 64x64')
+    return width, height
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def run_node_bench(args: argparse.Namespace) -> int:
+    """``siam-bench --node``: the runs of every size x transport x profile x publisher."""
+    import itertools
+    import tempfile
+
+    from .siam_demo import DemoError, parse_box, resolve_model_arg
+    try:
+        import siam_tracker_interfaces.msg  # noqa: F401
+    except ImportError:
+        print('siam-bench: error: siam_tracker_interfaces is not importable: build it with '
+              '`make setup` and `source install/setup.sh`', file=sys.stderr)
+        return 1
+    if args.model and len(args.model) > 1:
+        print('siam-bench: error: --node takes one --model', file=sys.stderr)
+        return 1
+    sizes = args.size or [(1280, 720), (1920, 1080)]
+    transports = args.transport or ['raw']
+    publishers = args.publisher or ['video']
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix='siam_bench_node_'))
+    frames = max(1, int(round(args.rate * args.duration)))
+    runs: List[Dict[str, object]] = []
+    failed: List[Dict[str, str]] = []
+    # SIGTERM as Ctrl-C: the node and publisher processes are stopped on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
+    lease = isolation.private_domain()
+    try:
+        profiles = args.profile or [dds_profile.LARGE_IMAGES]
+        for profile in profiles:
+            dds_profile.profile_path(profile)
+        model = resolve_model_arg(args.model[0] if args.model else 'nanotrack-v3', None,
+                                  log=lambda text: print(text, file=sys.stderr))
+        box = parse_box(args.box) if args.box else None
+        print(f'siam-bench --node: {model}, ROS_DOMAIN_ID={lease.domain_id} (localhost only), '
+              f'{frames} frames at {args.rate:g} Hz per run; logs in {work}')
+        for size in sizes:
+            clip, first_box = node_bench.write_bench_clip(
+                work / f'clip_{size[0]}x{size[1]}.avi', size, args.clip_frames, args.video,
+                args.gt, box)
+            for transport, profile, publisher in itertools.product(transports, profiles,
+                                                                   publishers):
+                cfg = node_bench.RunConfig(
+                    model=model, clip=clip, box=first_box, size=size, frames=frames,
+                    rate=args.rate, transport=transport, profile=profile, publisher=publisher,
+                    backend=(args.backend or ['auto'])[0], device=args.device or 'cpu',
+                    log_dir=work / f'{size[0]}x{size[1]}_{transport}_{publisher}_'
+                                   f'{Path(profile).stem}')
+                try:
+                    result = node_bench.run_node(cfg, lease.domain_id, log=print)
+                except node_bench.BenchError as exc:  # the other runs still go ahead
+                    print(f'{cfg.label()}: failed: {exc}', flush=True)
+                    failed.append({'label': cfg.label(), 'error': str(exc)})
+                    continue
+                runs.append(result)
+                print(node_bench.format_run(result), flush=True)
+    except (node_bench.BenchError, dds_profile.ProfileError, DemoError, ValueError,
+            OSError) as exc:
+        print(f'siam-bench: error: {exc}', file=sys.stderr)
+        return 1
+    finally:
+        lease.release()
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({'node_runs': runs, 'failed': failed,
+                                               'host': host_info()}, indent=1) + '\n')
+        print(f'wrote {args.json}')
+    return 1 if failed else 0
 
 
 def _print_run(run: Dict[str, object]) -> None:
@@ -188,6 +305,10 @@ def _print_run(run: Dict[str, object]) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point."""
     args = build_parser().parse_args(argv)
+    if args.node:
+        return run_node_bench(args)
+    if not args.model:
+        build_parser().error('--model is required (or --node)')
     from ..backends.registry import create_backend
     from ..eval.peers import PeerUnavailable
     from ..factory import resolve_model

@@ -5,6 +5,8 @@ siam-demo: video publisher -> tracker node -> recorder through real ROS topics.
               [--out-video OUT.mp4] [--rate HZ | --lockstep]
     siam-demo --generate [CLIP.mp4] [--json OUT]  # write a synthetic clip + exact ground
                                                    # truth (with --json, run the demo on it)
+    siam-demo --soak N [--size WxH] [--rate HZ] [--json OUT]   # N frames; RSS and fds of the
+                                                                # node, growth after warm-up
 
 The tracker node and the video publisher run as separate processes on a private
 ROS_DOMAIN_ID with localhost-only discovery (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, or
@@ -13,6 +15,14 @@ and the TrackedObjects, sets the target through ~/set_target on the first frame 
 the first ground-truth box, or --box) and writes per-frame results plus a summary:
 ``{"frames", "processed", "dropped", "mean_iou", "latency_ms": {"p50", "p99"}, ...}``, latency
 being image published (its header stamp) -> TrackedObject received.
+
+Every process uses the DDS profile of ``--dds-profile`` (default large_images:
+config/fastdds_large_images.xml; none: Fast DDS's defaults). The JSON's ``stages_ms`` is the
+node's per-stage latency from its diagnostics.
+
+``--soak N`` runs the node on a generated clip (default 480x360 at 200 Hz) until the
+publisher has sent N frames, sampling the node's resident memory and open file descriptors
+from /proc, and reports their growth after ``--warmup`` seconds (tooling/node_bench.py).
 
 MODEL is a model directory, an upstream NanoTrack folder or a catalogue name
 (default nanotrack-v3), fetched into --models-dir when absent ($SIAM_MODEL_MIRROR names a
@@ -25,6 +35,7 @@ import json
 import math
 import os
 from pathlib import Path
+import signal
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -73,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help='ROS_DOMAIN_ID to use (default: a free private one in 1..101)')
     parser.add_argument('--timeout', type=float, default=60.0,
                         help='seconds to wait for the tracker to load its model')
+    parser.add_argument('--dds-profile', default='large_images',
+                        help='Fast DDS profile of every process: large_images (shared memory '
+                             'for 720p/1080p), none (Fast DDS defaults) or an XML file '
+                             '(default: %(default)s)')
+    parser.add_argument('--soak', type=int, metavar='N',
+                        help='soak test: N frames through the node, its RSS and fds sampled')
+    parser.add_argument('--size', default='480x360',
+                        help='frame size WxH of --soak (default: %(default)s)')
+    parser.add_argument('--warmup', type=float, default=60.0,
+                        help='seconds of --soak before the memory reference (default: '
+                             '%(default)s)')
     parser.add_argument('--quiet', action='store_true', help='no progress output')
     return parser
 
@@ -198,13 +220,15 @@ def run_demo(video: str, model: str, gt_path: Optional[str] = None,
              box: Optional[Tuple[float, float, float, float]] = None, backend: str = 'auto',
              device: str = 'cpu', rate: float = 0.0, lockstep: bool = False,
              domain_id: Optional[int] = None, load_timeout: float = 60.0,
-             log_dir: Optional[Path] = None, log=print) -> Dict[str, Any]:
+             log_dir: Optional[Path] = None, log=print,
+             dds_profile: str = 'large_images') -> Dict[str, Any]:
     """Run the pipeline once; return the result record (summary + per-frame rows)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
     from siam_tracker_ros.eval.metrics import iou
-    from siam_tracker_ros.tooling import isolation
+    from siam_tracker_ros.tooling import dds_profile as profiles, isolation
+    from siam_tracker_ros.tooling.node_bench import stage_breakdown
     from siam_tracker_ros.ros.conversions import ns_to_stamp
     from siam_tracker_ros.io.frame_source import FrameSource
 
@@ -220,7 +244,11 @@ def run_demo(video: str, model: str, gt_path: Optional[str] = None,
     if domain_id is None:
         lease = isolation.private_domain()
         domain_id = lease.domain_id
-    env = isolation.isolated_env(domain_id)
+    try:
+        env = profiles.apply_profile(isolation.isolated_env(domain_id), dds_profile)
+        profiles.apply_profile(os.environ, dds_profile)  # this process's participant too
+    except profiles.ProfileError as exc:
+        raise DemoError(str(exc)) from None
     os.environ['ROS_DOMAIN_ID'] = env['ROS_DOMAIN_ID']
     isolation.restrict_to_localhost(os.environ)
     log_dir = Path(log_dir) if log_dir else None
@@ -359,6 +387,8 @@ def run_demo(video: str, model: str, gt_path: Optional[str] = None,
             'p99': _round(np.percentile(latencies, 99)) if latencies else None,
             'mean': _round(float(np.mean(latencies))) if latencies else None,
             'max': _round(float(np.max(latencies))) if latencies else None},
+        'dds_profile': dds_profile,
+        'stages_ms': stage_breakdown(rec.diagnostics),
         'node': {k: v for k, v in rec.diagnostics.items() if not k.startswith('_')},
     }
     if gt is not None:
@@ -418,6 +448,68 @@ def format_summary(summary: Dict[str, Any]) -> str:
     return text
 
 
+def run_soak(args: argparse.Namespace, model: str, log=print) -> Dict[str, Any]:
+    """``--soak N``: N frames through the node; its RSS and fds over time and their growth."""
+    from siam_tracker_ros.tooling import isolation, node_bench
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split('x'))
+    except ValueError:
+        raise DemoError(f'--size {args.size!r} is not WxH') from None
+    work = Path(args.json).with_suffix('') if args.json else Path('soak')
+    clip, box = node_bench.write_bench_clip(work / 'soak_clip.avi', (width, height))
+    rate = args.rate or 200.0
+    cfg = node_bench.RunConfig(model=model, clip=clip, box=box, size=(width, height),
+                               frames=args.soak, rate=rate, profile=args.dds_profile,
+                               backend=args.backend, device=args.device, sample_period=2.0,
+                               log_dir=work / 'logs')
+    last_report = [0.0]
+
+    def progress(sample: Dict[str, float]) -> None:
+        if sample['t'] - last_report[0] >= 30.0:
+            last_report[0] = sample['t']
+            log(f'  {sample["t"]:.0f} s: node RSS {sample["rss_mb"]:.1f} MiB, '
+                f'{sample["fds"]} fds, {sample["tracked"]} frames tracked')
+    lease = isolation.private_domain() if args.domain_id is None else None
+    try:
+        domain = args.domain_id if lease is None else lease.domain_id
+        log(f'soak: {args.soak} frames {width}x{height} at {rate:g} Hz, ROS_DOMAIN_ID={domain}')
+        result = node_bench.run_node(cfg, domain, log=log, progress=progress)
+    except node_bench.BenchError as exc:
+        raise DemoError(str(exc)) from None
+    finally:
+        if lease is not None:
+            lease.release()
+    result['memory'] = node_bench.memory_growth(result['samples'], args.warmup)
+    return result
+
+
+def format_soak(result: Dict[str, Any]) -> str:
+    """Human summary of a soak run."""
+    mem = result['memory']
+    lat = result['latency_ms']
+    text = (f'soak: published {result["published"]} frames in {result["seconds"]:.0f} s, node '
+            f'received {result["received_by_node"]} (missed before it '
+            f'{result["missed_before_node"]}), processed {result["processed"]} (skipped '
+            f'{result["skipped_in_node"]}), rejected {result["rejected"]}, last error '
+            f'{result["node_last_error"]!r}; '
+            f'latency p50 {lat["p50"]} ms, p99 {lat["p99"]} ms')
+    if 'rss_mb_at_warmup' in mem:
+        text += (f'\n  node RSS after {mem["warmup_s"]:.0f} s warm-up '
+                 f'{mem["rss_mb_at_warmup"]} MiB -> end {mem["rss_mb_end"]} MiB '
+                 f'({mem["rss_growth_percent"]:+.2f}%; second half '
+                 f'{mem["rss_growth_percent_second_half"]:+.2f}%; max {mem["rss_mb_max"]} MiB, '
+                 f'trend {mem["rss_trend_mb_per_hour"]:+.1f} MiB/h); fds '
+                 f'{mem["fds_at_warmup"]} -> {mem["fds_end"]} (max {mem["fds_max"]})')
+    else:
+        text += f'\n  too short for the {mem["warmup_s"]:.0f} s warm-up: no growth figure'
+    return text
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of siam-demo."""
     args = build_parser().parse_args(argv)
@@ -426,6 +518,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.quiet:
             print(text, file=sys.stderr, flush=True)
     try:
+        if args.soak is not None:
+            if args.soak < 1:
+                build_parser().error('--soak takes a number of frames >= 1')
+            # SIGTERM as Ctrl-C: the node and publisher processes are stopped on the way out.
+            signal.signal(signal.SIGTERM, _interrupt)
+            model = resolve_model_arg(args.model, args.models_dir, log)
+            result = run_soak(args, model, log)
+            if args.json:
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.json).write_text(json.dumps(result, indent=1) + '\n')
+            print(format_soak(result))
+            return 0
         if args.generate is not None:
             from siam_tracker_ros.eval.synthetic import write_clip
             target = args.generate or str(
@@ -452,7 +556,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                           backend=args.backend, device=args.device, rate=args.rate,
                           lockstep=args.lockstep, domain_id=args.domain_id,
                           load_timeout=args.timeout,
-                          log_dir=out.with_name(out.stem + '.logs'), log=log)
+                          log_dir=out.with_name(out.stem + '.logs'), log=log,
+                          dds_profile=args.dds_profile)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({**record['summary'], 'per_frame': record['frames']},
                                   indent=1) + '\n')
