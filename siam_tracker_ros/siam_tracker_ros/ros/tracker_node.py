@@ -218,7 +218,10 @@ class TrackerNode(Node):
         self._worker.start()
         self._loader = threading.Thread(target=self._load_model, name='model-loader',
                                         daemon=True)
-        self._loader.start()
+        if self._model_path:
+            self._loader.start()
+        else:   # nothing to load: say so at once (no SetTarget can see 'loading')
+            self._load_model()
 
     # --- parameters -------------------------------------------------------------------
 
