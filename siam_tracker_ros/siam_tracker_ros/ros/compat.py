@@ -1,6 +1,8 @@
 """Differences between the rclpy releases this package runs on (Humble, Iron, Jazzy, Kilted)."""
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any, List, Optional
 
 
@@ -43,3 +45,19 @@ def init_without_signal_handlers(args: Optional[List[str]] = None) -> None:
         rclpy.init(args=args)
     else:
         rclpy.init(args=args, signal_handler_options=options.NO)
+
+
+def init_stopping_on_signals(args: Optional[List[str]] = None) -> threading.Event:
+    """
+    Initialise rclpy without its signal handlers; return an Event that SIGINT/SIGTERM set.
+
+    The caller's loop watches the event, stops its threads, then shuts rclpy down.
+    """
+    init_without_signal_handlers(args)
+    stop = threading.Event()
+
+    def request_stop(signum, frame) -> None:
+        stop.set()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
+    return stop

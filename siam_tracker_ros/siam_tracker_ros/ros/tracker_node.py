@@ -752,13 +752,7 @@ def main(args: Optional[List[str]] = None) -> int:
     Exits 0 on a signal, after the worker has stopped and the node is destroyed; exits 2 with
     one line naming the parameter when a start-up parameter is refused.
     """
-    compat.init_without_signal_handlers(args)
-    stop = threading.Event()
-
-    def request_stop(signum, frame) -> None:
-        stop.set()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, request_stop)
+    stop = compat.init_stopping_on_signals(args)
     node = None
     code = 0
     try:

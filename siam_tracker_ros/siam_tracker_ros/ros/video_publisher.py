@@ -419,13 +419,7 @@ def main(args: Optional[List[str]] = None) -> int:
     Exits 0 at the end of the video or on SIGINT / SIGTERM (after the publishing thread has
     stopped), 2 with one line when the source cannot be read.
     """
-    compat.init_without_signal_handlers(args)
-    requested = threading.Event()
-
-    def request_stop(signum, frame) -> None:
-        requested.set()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, request_stop)
+    requested = compat.init_stopping_on_signals(args)
     node = None
     worker = None
     errors: list = []
