@@ -14,6 +14,7 @@ setup(
         ('share/' + PACKAGE, ['package.xml']),
         ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
         ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.xml')),
+        ('share/' + PACKAGE + '/config/train', glob('config/train/*.yaml')),
         ('share/' + PACKAGE + '/rviz', glob('rviz/*.rviz')),
     ],
     # Supported ranges (README "Platforms"). The lower bounds are what the JetPack leg
@@ -35,6 +36,7 @@ setup(
             'siam-model = siam_tracker_ros.cli.siam_model:main',
             'siam-bench = siam_tracker_ros.cli.siam_bench:main',
             'siam-demo = siam_tracker_ros.cli.siam_demo:main',
+            'siam-train = siam_tracker_ros.cli.siam_train:main',
             'siam-tracker-cli = siam_tracker_ros.cli.tracker_cli:main',
             'tracker_node = siam_tracker_ros.ros.tracker_node:main',
             'video_publisher = siam_tracker_ros.ros.video_publisher:main',

@@ -60,8 +60,9 @@ def _as_tuple(out) -> Tuple[torch.Tensor, ...]:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def _export(module: nn.Module, args: Tuple[torch.Tensor, ...], path: Path,
-            input_names: Sequence[str], output_names: Sequence[str], opset: int) -> None:
+def export_onnx(module: nn.Module, args: Tuple[torch.Tensor, ...], path: Path,
+                input_names: Sequence[str], output_names: Sequence[str], opset: int) -> None:
+    """Export ``module`` called with ``args`` to ONNX at ``path`` (static shapes)."""
     # The TorchScript-based exporter: static shapes, constant folding (BN folds into Conv),
     # no onnxscript dependency.
     kwargs = {}
@@ -180,8 +181,8 @@ def export_split(net: nn.Module, out_dir: PathLike, exemplar_size: int, instance
     names = feature_names(len(zf))
     tpath, spath = out / TEMPLATE_FILE, out / SEARCH_FILE
     with torch.no_grad():
-        _export(template, (z,), tpath, ['template'], names, opset)
-        _export(search, (x, *zf), spath, ['search', *names], ['cls', 'reg'], opset)
+        export_onnx(template, (z,), tpath, ['template'], names, opset)
+        export_onnx(search, (x, *zf), spath, ['search', *names], ['cls', 'reg'], opset)
     for path in (tpath, spath):
         model = onnx.load(str(path))
         if fold_constants(model):
@@ -259,7 +260,7 @@ def export_nanotrack(version: int, checkpoint: PathLike, out_dir: PathLike,
     arch = f'nanotrack_v{version}'
     net = load_weights(build_net(arch), checkpoint, strict=True)
     root = Path(out_dir)
-    tpath, spath = export_split(net, root, tracker.exemplar_size, tracker.instance_size,
+    tpath, spath = export_split(net, root, tracker.step.exemplar_size, tracker.step.instance_size,
                                 opset=opset)
     ckpt = root / CHECKPOINT_FILE
     torch.save({'arch': arch, 'state_dict': net.state_dict()}, ckpt)

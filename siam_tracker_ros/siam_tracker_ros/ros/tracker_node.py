@@ -134,7 +134,8 @@ def _descriptor(description: str, low=None, high=None, integer=False, read_only=
 
 
 _PARAM_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER,
-                float: Parameter.Type.DOUBLE, str: Parameter.Type.STRING}
+                float: Parameter.Type.DOUBLE, str: Parameter.Type.STRING,
+                tuple: Parameter.Type.DOUBLE_ARRAY}
 
 
 class TrackerNode(Node):
@@ -363,7 +364,7 @@ class TrackerNode(Node):
                 except ValueError as exc:
                     self.get_logger().error(f'parameter {TRACKER_PREFIX}{field}={value!r} '
                                             f'refused, the model keeps '
-                                            f'{getattr(tracker.config, field)!r}: {exc}')
+                                            f'{tracker.config.flat()[field]!r}: {exc}')
             self._tracker = tracker
             self._model_name = getattr(tracker.spec, 'name', str(self._model_path))
             self._backend_used = getattr(tracker.backend, 'name', self._backend_name)

@@ -1,0 +1,111 @@
+"""
+ONNX export of the learned template-fusion module (DASTSiam ST) as its own small graph.
+
+The graph is run by the tracker only when the template is updated: inputs ``zf_initial``
+(1, C, h, w), the initial template's features, and ``zf_memory`` (1, N, C, h, w), the features
+of the last N template crops (oldest first; slots not filled yet hold the initial features);
+output ``zf`` (1, C, h, w), the fused template features the search graph takes as its ``zf``
+input. Shapes are static and the attention is MatMul/Softmax with constant weights: the graph
+has no Conv at all, and ``runtime_weight_convs`` must find none.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Tuple, Union
+
+import numpy as np
+import onnx
+import torch
+
+from .export import export_onnx, ExportError, fold_constants
+from .modules.st_fusion import STFusion
+from .onnx_inspect import runtime_weight_convs
+
+PathLike = Union[str, Path]
+
+FUSION_FILE = 'fusion.onnx'
+FUSION_INPUTS = ('zf_initial', 'zf_memory')
+FUSION_OUTPUT = 'zf'
+# Relative to the largest reference value, as the template-feature check of the split export.
+FUSION_TOL = 2e-4
+
+
+def fusion_inputs(module: STFusion, memory: int,
+                  seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Return example inputs (1, C, h, w), (1, memory, C, h, w) at a backbone feature scale."""
+    if memory < 1:
+        raise ValueError(f'the fusion memory must hold >= 1 template, got {memory}')
+    gen = torch.Generator().manual_seed(seed)
+    c, (h, w) = module.channels, module.size
+    initial = torch.randn(1, c, h, w, generator=gen) * 2.0
+    mem = initial[:, None] + torch.randn(1, memory, c, h, w, generator=gen)
+    device = next(iter(module.parameters())).device
+    return initial.to(device), mem.to(device)
+
+
+def export_fusion(module: STFusion, path: PathLike, memory: int, opset: int = 17,
+                  check: bool = True) -> Path:
+    """
+    Export ``module`` to ``path`` with static shapes for ``memory`` history slots.
+
+    With ``check`` the graph is validated with ``onnx.checker`` and an ``ExportError`` is
+    raised when a Conv would take run-time weights. Returns the path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = module.training
+    module.eval()
+    try:
+        args = fusion_inputs(module, memory)
+        with torch.no_grad():
+            export_onnx(module, args, path, FUSION_INPUTS, [FUSION_OUTPUT], opset)
+    finally:
+        module.train(was_training)
+    model = onnx.load(str(path))
+    if fold_constants(model):
+        onnx.save(model, str(path))
+    if check:
+        onnx.checker.check_model(str(path))
+        bad = runtime_weight_convs(path)
+        if bad:
+            raise ExportError(f'{path}: Conv nodes with run-time weights {bad}; TensorRT cannot '
+                              'parse them')
+    return path
+
+
+def check_fusion(module: STFusion, path: PathLike, seed: int = 1,
+                 tol: float = FUSION_TOL) -> float:
+    """
+    Run the exported graph in ONNX Runtime (CPU) against ``module`` in torch.
+
+    Inputs are random features of the graph's shapes (``seed``). Returns the max abs
+    difference; raises ``ExportError`` when it exceeds ``tol`` times the largest torch value.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), sess_options=opts,
+                                   providers=['CPUExecutionProvider'])
+    slots = session.get_inputs()[1].shape[1]
+    if not isinstance(slots, int):
+        raise ExportError(f'{path}: {FUSION_INPUTS[1]} must have a static shape, got '
+                          f'{session.get_inputs()[1].shape}')
+    initial, memory = fusion_inputs(module, slots, seed)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            ref = module(initial, memory).cpu().numpy()
+    finally:
+        module.train(was_training)
+    got, = session.run([FUSION_OUTPUT], {FUSION_INPUTS[0]: initial.cpu().numpy(),
+                                         FUSION_INPUTS[1]: memory.cpu().numpy()})
+    if got.shape != ref.shape:
+        raise ExportError(f'{path}: output shape {got.shape} != torch {ref.shape}')
+    err = float(np.abs(got - ref).max())
+    peak = float(np.abs(ref).max())
+    if err > tol * peak:
+        raise ExportError(f'{path}: ONNX Runtime differs from torch by {err:.3g} > {tol} * '
+                          f'peak {peak:.3g}')
+    return err
