@@ -38,6 +38,9 @@ import numpy as np
 SIDELOBE_FLOOR = 0.05
 # The sharpness reference follows its own level on confident frames at this rate.
 RECENT_RATE = 0.1
+# The appearance level follows found frames faster: a target that turns or deforms changes
+# gradually, what takes its place (an occluder, background after an exit) suddenly.
+APPEARANCE_RATE = 0.3
 # Feature names, in coefficient order after the bias.
 FEATURES = ('score', 'sharpness', 'motion')
 FEATURES_APPEARANCE = FEATURES + ('appearance', 'appearance_change')
@@ -128,10 +131,14 @@ class ConfidenceEstimator:
         self.recent_appearance = 1.0
 
     def observe(self, cues: Cues) -> None:
-        """Follow the sharpness and appearance levels of confident frames (running means)."""
+        """Follow the sharpness level of confident frames (slow running mean)."""
         self.recent_sharpness += RECENT_RATE * (cues.sharpness - self.recent_sharpness)
+
+    def follow_appearance(self, cues: Cues) -> None:
+        """Follow the appearance level of found frames (fast running mean: gradual change)."""
         if cues.appearance is not None:
-            self.recent_appearance += RECENT_RATE * (cues.appearance - self.recent_appearance)
+            self.recent_appearance += APPEARANCE_RATE * (cues.appearance
+                                                         - self.recent_appearance)
 
     def features(self, cues: Cues) -> Dict[str, float]:
         """The model's inputs (clipped), with 'appearance' only where it was measured."""

@@ -102,14 +102,15 @@ class ConfidenceConfig:
         1, "frames between appearance checks while confidently tracking ('periodic')",
         1, 10000, runtime=True)
     strong_score: float = param(
-        -7.0, 'score cue (logit of the peak score minus that of the first frame) at or above '
+        0.5, 'peak score (times the distractor factor, relative to the first frame) at or above '
         'which the peak is strong: a strong peak whose appearance agrees '
-        '(conf_strong_appearance) is never evidence of loss', -8.0, 2.0, runtime=True)
+        '(conf_strong_appearance, conf_strong_change) is never evidence of loss', 0.0, 2.0,
+        runtime=True)
     strong_appearance: float = param(
-        0.5, 'appearance similarity (relative to the first frame) at or above which it agrees '
+        0.0, 'appearance similarity (relative to the first frame) at or above which it agrees '
         'with the initial template for conf_strong_score', 0.0, 2.0, runtime=True)
     strong_change: float = param(
-        0.3, "largest drop of the appearance below the target's recent level (running mean "
+        0.15, "largest drop of the appearance below the target's recent level (running mean "
         'on confident frames) at which it still agrees, for conf_strong_score', 0.0, 2.0,
         runtime=True)
     motion_allowance: float = param(

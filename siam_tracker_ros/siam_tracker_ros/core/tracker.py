@@ -255,12 +255,15 @@ class SiameseTracker:
         return cosine(self.updater.initial, sample) / self._appearance_ref
 
     def _strong(self, cues: Cues) -> bool:
-        """A strong peak whose appearance agrees with the initial template: no evidence of loss."""
+        """
+        No evidence of loss: a strong peak, on no remembered look-alike, whose appearance
+        agrees with what the target looked like lately.
+        """
         cfg = self._config.confidence
         if cues.appearance is None:
             return False
         features = self.estimator.features(cues)
-        return (features['score'] >= cfg.strong_score
+        return (cues.score * cues.distractor >= cfg.strong_score * self.estimator.reference.score
                 and cues.appearance >= cfg.strong_appearance
                 and features['appearance_change'] >= -cfg.strong_change)
 
@@ -526,6 +529,7 @@ class SiameseTracker:
                          confidence: float, cues: Cues) -> None:
         """Distractor bookkeeping and the template update on a found frame."""
         cfg = self._config
+        self.estimator.follow_appearance(cues)
         if confidence >= cfg.update.min_confidence:
             self.estimator.observe(cues)
         distractor_free = True
