@@ -70,9 +70,6 @@ def load_tracker(model, backend: str = 'auto', device: str = 'cpu',
     Keyword arguments override TrackerConfig fields of the model's manifest.
     """
     spec = model if isinstance(model, ModelSpec) else resolve_model(model)
-    tracker_config = from_mapping(type(spec.tracker), config, base=spec.tracker)
-    unknown = set(config) - set(tracker_config.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f'unknown tracker settings {sorted(unknown)}')
+    tracker_config = from_mapping(type(spec.tracker), config, base=spec.tracker, strict=True)
     engine = create_backend(backend, spec, device=device, **(backend_options or {}))
     return SiameseTracker(spec, engine, tracker_config)

@@ -170,7 +170,7 @@ def test_torch_backend_warms_up_at_load(product_model, monkeypatch):
     monkeypatch.setattr(TorchBackend, 'track', spy_track)
     TorchBackend(spec, warmup=False)
     assert calls == []
-    z, x = spec.tracker.exemplar_size, spec.tracker.instance_size
+    z, x = spec.tracker.step.exemplar_size, spec.tracker.step.instance_size
     backend = TorchBackend(spec)
     assert calls == [('template', (1, 3, z, z)), ('search', (1, 3, x, x))]
     # Through the registry (what the node uses) too.

@@ -1,5 +1,4 @@
 """Crop sizes a model's graphs cannot run are refused with the sizes it was built for."""
-import dataclasses
 
 import numpy as np
 import pytest
@@ -31,7 +30,7 @@ def model_cache_module(tmp_path_factory):
 def test_sizes_the_static_graphs_refuse_are_refused_by_name(v3, field, value):
     before = v3.config
     with pytest.raises(ValueError) as err:
-        v3.set_config(dataclasses.replace(before, **{field: value}))
+        v3.set_config(before.replace(**{field: value}))
     message = str(err.value)
     assert f'{field}={value}' in message
     assert 'built for exemplar_size=127, instance_size=255' in message
@@ -45,6 +44,6 @@ def test_sizes_the_static_graphs_refuse_are_refused_by_name(v3, field, value):
 
 def test_a_tracker_built_with_refused_sizes_fails_at_construction(v3):
     from siam_tracker_ros.core.tracker import SiameseTracker
-    bad = dataclasses.replace(v3.config, instance_size=287)
+    bad = v3.config.replace(instance_size=287)
     with pytest.raises(ValueError, match='instance_size=287'):
         SiameseTracker(v3.spec, v3.backend, bad)

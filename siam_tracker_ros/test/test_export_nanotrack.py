@@ -114,7 +114,7 @@ def test_model_directory_manifest(version, exported):
     assert spec.decoder == 'anchor_free' and spec.stride == 16
     assert set(spec.files) == {'template', 'search', 'checkpoint'}
     assert spec.input_mean == (0.0, 0.0, 0.0) and spec.input_std == (1.0, 1.0, 1.0)
-    t = spec.tracker
+    t = spec.tracker.step
     assert (t.exemplar_size, t.instance_size, t.context_amount) == (127, 255, 0.5)
     want = {1: (0.148, 0.462, 0.390), 2: (0.150, 0.490, 0.385), 3: (0.138, 0.455, 0.348)}
     assert (t.penalty_k, t.window_influence, t.lr) == pytest.approx(want[version])

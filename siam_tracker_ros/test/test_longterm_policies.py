@@ -1,33 +1,62 @@
-"""Long-term policy objects on hand-made inputs (no model, no data)."""
-import dataclasses
+"""Long-term policy objects and the configuration on hand-made inputs (no model, no data)."""
+import math
 
 import numpy as np
 import pytest
 
 from siam_tracker_ros.core.confidence import ConfidenceEstimator, Cues, peak_to_sidelobe
-from siam_tracker_ros.core.config import preset, PRESETS, TrackerConfig
+from siam_tracker_ros.core.config import (describe, FLAT_FIELDS, from_mapping, preset, PRESETS,
+                                          TrackerConfig)
 from siam_tracker_ros.core.distractors import DistractorMemory
 from siam_tracker_ros.core.longterm import LongTermState, tile_centers
 from siam_tracker_ros.core.motion import ConstantVelocityKalman
 from siam_tracker_ros.core.template_update import cosine, TemplateUpdater
-from siam_tracker_ros.core.types import BBox
+from siam_tracker_ros.core.types import BBox, TrackState
 
 
 def test_presets_are_valid_configs_and_plain_switches_everything_off():
     for name in PRESETS:
         TrackerConfig().replace(**preset(name))
     plain = TrackerConfig().replace(**preset('plain'))
-    assert plain.update_interval == 0 and not plain.lt_enabled
-    assert not plain.distractor_enabled and not plain.motion_kalman and not plain.motion_camera
-    defaults = TrackerConfig()
-    assert all(getattr(defaults, k) == v for k, v in preset('default').items())
+    assert plain.update.interval == 0 and not plain.longterm.enabled
+    assert not plain.distractor.enabled and not plain.motion.kalman and not plain.motion.camera
+    assert plain.confidence.appearance == 'off'
+    defaults = TrackerConfig().flat()
+    assert all(defaults[k] == v for k, v in preset('default').items())
     with pytest.raises(ValueError, match='unknown preset'):
         preset('nope')
 
 
-def test_every_policy_field_has_a_description():
-    for f in dataclasses.fields(TrackerConfig):
-        assert f.metadata.get('description'), f.name
+def test_every_setting_has_a_description_and_a_stable_flat_name():
+    rows = describe(TrackerConfig)
+    names = [r[0] for r in rows]
+    assert len(names) == len(set(names)) == len(FLAT_FIELDS)
+    assert all(r[2] for r in rows), [r[0] for r in rows if not r[2]]
+    # The names users have in launch files and scripts stay what they were.
+    for name in ('exemplar_size', 'penalty_k', 'found_threshold', 'update_interval',
+                 'update_min_confidence', 'lt_enabled', 'lt_lost_frames',
+                 'lt_redetect_threshold', 'lt_verify_ratio', 'lt_reacquire_speed',
+                 'lt_tiles_per_frame', 'conf_appearance_interval', 'distractor_enabled',
+                 'distractor_probe_interval', 'motion_kalman', 'motion_camera'):
+        assert name in FLAT_FIELDS, name
+
+
+def test_flat_names_round_trip_through_the_groups():
+    cfg = TrackerConfig().replace(update_interval=3, lt_lost_frames=7, found_threshold=0.2,
+                                  conf_appearance='off', conf_coefficients=[1, 2, 3, 4])
+    assert cfg.update.interval == 3 and cfg.longterm.lost_frames == 7
+    assert cfg.confidence.found_threshold == 0.2 and cfg.confidence.appearance == 'off'
+    assert cfg.confidence.coefficients == (1.0, 2.0, 3.0, 4.0)
+    assert from_mapping(TrackerConfig, cfg.flat()) == cfg
+    assert cfg.step == TrackerConfig().step      # untouched groups stay as they were
+    with pytest.raises(ValueError, match='unknown tracker settings'):
+        cfg.replace(update_intervall=3)
+    with pytest.raises(ValueError, match='update_interval=-1 is outside'):
+        cfg.replace(update_interval=-1)
+    with pytest.raises(ValueError, match='conf_appearance=.sometimes. is not one of'):
+        cfg.replace(conf_appearance='sometimes')
+    with pytest.raises(ValueError, match='conf_coefficients needs 4 numbers'):
+        cfg.replace(conf_coefficients=(1.0, 2.0))
 
 
 def test_kalman_follows_constant_velocity_and_coasts_with_damping():
@@ -57,24 +86,60 @@ def test_tiles_cover_the_frame_nearest_first():
     assert tile_centers(100, 80, 200.0, (0, 0)) == [(50.0, 40.0)]
 
 
-def test_search_plan_is_local_first_then_global():
+def test_state_machine_holds_the_box_then_searches_and_starts_again():
+    lt = LongTermState()
+    first, second = BBox(0, 0, 10, 10), BBox(5, 5, 10, 10)
+    lt.start(first)
+    assert lt.step(True, second, lost_frames=3) == TrackState.TRACKING
+    assert lt.held_box == second
+    assert [lt.step(False, None, 3) for _ in range(4)] == [
+        TrackState.LOST, TrackState.LOST, TrackState.SEARCHING, TrackState.SEARCHING]
+    assert lt.held_box == second and lt.lost and lt.low_frames == 4
+    assert lt.step(True, first, 3) == TrackState.TRACKING and not lt.lost
+    assert lt.low_frames == 0 and lt.held_box == first
+
+
+def test_search_reach_grows_outward_and_is_bounded_per_frame():
     lt = LongTermState()
     lt.start(BBox(0, 0, 10, 10))
     lt.plan_search(2000, 2000, 100.0, (50.0, 50.0))
-    local = [lt.next_tiles(4, local_frames=3) for _ in range(3)]
-    assert all(np.hypot(x - 50, y - 50) <= 200 for f in local for x, y in f)
-    later = [p for _ in range(200) for p in lt.next_tiles(4, local_frames=3)]
-    assert max(np.hypot(x - 50, y - 50) for x, y in later) > 1500
+    near = lt.next_tiles(4, reach=150.0)
+    assert near and all(np.hypot(x - 50, y - 50) <= 150 for x, y in near)
+    # Everything within the reach was visited: the plan waits for the reach to grow.
+    while lt.next_tiles(4, reach=150.0):
+        pass
+    assert lt.next_tiles(4, reach=150.0) == []
+    wider = lt.next_tiles(4, reach=400.0)
+    assert wider and all(150 < np.hypot(x - 50, y - 50) <= 400 for x, y in wider)
+    seen = [p for _ in range(200) for p in lt.next_tiles(4, reach=1e9)]
+    assert max(np.hypot(x - 50, y - 50) for x, y in seen) > 1500
+    assert all(len(lt.next_tiles(4, reach=1e9)) <= 4 for _ in range(50))
 
 
-def test_confidence_is_one_on_reference_cues_and_falls_with_each_cue():
-    est = ConfidenceEstimator(TrackerConfig())
+def test_confidence_is_a_logistic_model_of_the_cues():
+    cfg = TrackerConfig().replace(conf_coefficients=(0.0, 1.0, 1.0, -1.0),
+                                  conf_coefficients_appearance=(-1.0, 1.0, 1.0, -1.0, 2.0, 1.0))
+    est = ConfidenceEstimator(cfg.confidence)
     est.calibrate(Cues(0.9, 18.0, 0.0))
-    assert est(Cues(0.9, 18.0, 0.0)) == pytest.approx(1.0)
-    assert est(Cues(0.45, 18.0, 0.0)) == pytest.approx(0.5)
-    assert est(Cues(0.9, 2.0, 0.0)) < 0.5
-    assert est(Cues(0.9, 18.0, 1.5)) < 0.1
-    assert est(Cues(0.9, 18.0, 0.0), distractor_factor=0.2) == pytest.approx(0.2)
+    # Reference cues: every feature is 0, so the confidence is sigmoid(bias).
+    assert est(Cues(0.9, 18.0, 0.0)) == pytest.approx(0.5)
+    f = est.features(Cues(0.5, 9.0, 20.0, allowance=10.0))
+    assert f['score'] == pytest.approx(math.log(1.0) - math.log(9.0))
+    assert f['sharpness'] == pytest.approx(math.log(0.5)) and f['motion'] == pytest.approx(2.0)
+    z = f['score'] + f['sharpness'] - f['motion']
+    assert est(Cues(0.5, 9.0, 20.0, allowance=10.0)) == pytest.approx(1 / (1 + math.exp(-z)))
+    # Each cue moves the confidence its own way; the distractor factor scales the score.
+    base = est(Cues(0.9, 18.0, 0.0))
+    assert est(Cues(0.6, 18.0, 0.0)) < base and est(Cues(0.9, 6.0, 0.0)) < base
+    assert est(Cues(0.9, 18.0, 30.0, allowance=10.0)) < base
+    assert est(Cues(0.9, 18.0, 0.0, distractor=0.2)) < base
+    # With the appearance: the other coefficient set; the appearance and its change from the
+    # recent level both count.
+    high = est(Cues(0.9, 18.0, 0.0, appearance=1.0))
+    assert high == pytest.approx(1 / (1 + math.exp(-(-1.0 + 2.0 * 1.0 + 0.0))))
+    assert est(Cues(0.9, 18.0, 0.0, appearance=0.5)) < high
+    est.follow_appearance(Cues(0.9, 18.0, 0.0, appearance=0.0))   # the recent level falls
+    assert est(Cues(0.9, 18.0, 0.0, appearance=1.0)) > high
 
 
 def test_peak_to_sidelobe_prefers_a_single_peak():
@@ -87,13 +152,13 @@ def test_peak_to_sidelobe_prefers_a_single_peak():
 
 
 def test_distractor_memory_finds_secondary_peaks_and_penalises_them():
-    mem = DistractorMemory(TrackerConfig())
+    mem = DistractorMemory(TrackerConfig().distractor)
     m = np.zeros((15, 15))
     m[7, 7], m[7, 12], m[1, 1] = 1.0, 0.8, 0.3
     assert mem.secondary_peaks(m, 7, 7, 2, 0.5) == [(7, 12)]
     mem.observe([(200.0, 100.0)], target=(100.0, 100.0), target_size=20.0, frame=1)
     f = mem.factor(np.array([200.0, 100.0]), np.array([100.0, 100.0]), 20.0, frame=2)
-    assert f[0] == pytest.approx(1 - TrackerConfig().distractor_penalty)
+    assert f[0] == pytest.approx(1 - TrackerConfig().distractor.penalty)
     assert f[1] == pytest.approx(1.0)
     # A match seen while searching (no target on the frame) forgets nothing, even near where
     # the target was lost.
@@ -107,7 +172,7 @@ def test_distractor_memory_finds_secondary_peaks_and_penalises_them():
 def test_template_update_keeps_the_initial_template_and_gates_samples():
     cfg = TrackerConfig().replace(update_interval=2, update_rate=0.5, update_init_weight=0.5,
                                   update_min_agreement=0.5)
-    up = TemplateUpdater(cfg)
+    up = TemplateUpdater(cfg.update)
     z0 = (np.ones((1, 4, 3, 3), np.float32),)
     up.reset(z0)
     assert not up.due(1, 1.0, True) and up.due(2, 1.0, True)
@@ -119,14 +184,3 @@ def test_template_update_keeps_the_initial_template_and_gates_samples():
     np.testing.assert_allclose(up.current[0], 1.5)
     np.testing.assert_allclose(up.initial[0], 1.0)
     assert cosine(up.current, z0) == pytest.approx(1.0)
-
-
-def test_appearance_term_ramps_between_its_bounds_and_gates_the_confidence():
-    cfg = TrackerConfig()
-    est = ConfidenceEstimator(cfg)
-    est.calibrate(Cues(0.9, 18.0, 0.0))
-    assert est(Cues(0.9, 18.0, 0.0, appearance=1.0)) == pytest.approx(1.0)
-    assert est(Cues(0.9, 18.0, 0.0, appearance=cfg.conf_appearance_high)) == pytest.approx(1.0)
-    assert est(Cues(0.9, 18.0, 0.0, appearance=cfg.conf_appearance_low)) == 0.0
-    mid = 0.5 * (cfg.conf_appearance_low + cfg.conf_appearance_high)
-    assert est(Cues(0.9, 18.0, 0.0, appearance=mid)) == pytest.approx(0.5)

@@ -28,8 +28,8 @@ def v3_model(tmp_path_factory):
 def test_import_writes_a_verified_manifest(v3_model):
     spec = load_manifest(v3_model.root)
     assert spec.arch == 'nanotrack_v3' and spec.layout == 'backbone_head'
-    assert (spec.tracker.penalty_k, spec.tracker.window_influence, spec.tracker.lr) == (
-        0.138, 0.455, 0.348)
+    step = spec.tracker.step
+    assert (step.penalty_k, step.window_influence, step.lr) == (0.138, 0.455, 0.348)
     assert set(spec.files) == {'backbone', 'head', 'checkpoint'}
     assert all(len(h) == 64 for h in spec.sha256.values())
     # only what the weights were tuned with is frozen into the manifest

@@ -60,7 +60,7 @@ def test_import_pysot_writes_a_complete_model_dir(imported, alex_checkpoint):
     assert (spec.family, spec.decoder, spec.arch, spec.stride) == \
         ('siamrpn', 'anchor', 'siamrpn_alex', 8)
     assert sorted(spec.files) == ['checkpoint', 'search', 'template']
-    t = spec.tracker
+    t = spec.tracker.step
     assert (t.instance_size, t.penalty_k, t.window_influence, t.lr) == (287, 0.16, 0.40, 0.30)
     # The stored checkpoint is the full state dict of the imported weights.
     saved = torch.load(spec.path('checkpoint'), weights_only=True)['state_dict']

@@ -351,8 +351,8 @@ def test_runtime_parameters(graph, sequence):
     # Unset tracker.* parameters show the model's tuned values.
     got = graph.client.get_parameters(NODE, 'tracker.penalty_k', 'tracker.found_threshold',
                                       'tracker.instance_size')
-    assert got == [pytest.approx(tuned.penalty_k), pytest.approx(tuned.found_threshold),
-                   tuned.instance_size]
+    assert got == [pytest.approx(tuned.step.penalty_k),
+                   pytest.approx(tuned.confidence.found_threshold), tuned.step.instance_size]
     frame0, box0 = sequence[0]
     header = graph.publish(frame0, 0)
     time.sleep(0.2)
@@ -361,8 +361,10 @@ def test_runtime_parameters(graph, sequence):
     for i in range(1, 4):
         _, m = graph.step(sequence[i][0], i)
         assert m.state == TrackedObject.TRACKING
-    [result] = graph.client.set_parameters(NODE, **{'tracker.found_threshold': 1.0})
-    assert result.successful, result.reason
+    # Nothing reaches a confidence of 1, and no peak is strong (twice the first frame's score).
+    results = graph.client.set_parameters(NODE, **{'tracker.found_threshold': 1.0,
+                                                   'tracker.conf_strong_score': 2.0})
+    assert all(r.successful for r in results), results
     try:
         for n, i in enumerate(range(4, 7), start=1):
             header, m = graph.step(sequence[i][0], i)
@@ -373,9 +375,10 @@ def test_runtime_parameters(graph, sequence):
                 det = graph.detections.wait_for(lambda d: d.header.stamp == header.stamp)
                 assert det.detections == []
     finally:
-        [result] = graph.client.set_parameters(
-            NODE, **{'tracker.found_threshold': float(tuned.found_threshold)})
-        assert result.successful
+        results = graph.client.set_parameters(
+            NODE, **{'tracker.found_threshold': float(tuned.confidence.found_threshold),
+                     'tracker.conf_strong_score': float(tuned.confidence.strong_score)})
+        assert all(r.successful for r in results)
     states = [graph.step(sequence[i][0], i)[1] for i in range(7, 12)]
     assert states[-1].state == TrackedObject.TRACKING and states[-1].frames_since_fix == 0
     refused = graph.client.set_parameters(NODE, **{'tracker.instance_size': 287})

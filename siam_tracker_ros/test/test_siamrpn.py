@@ -348,7 +348,7 @@ def test_model_directory_manifest(arch, exported):
         ('siamrpn', 'anchor', 'template_search', arch)
     assert again.stride == 8
     assert again.anchors.ratios == (0.33, 0.5, 1.0, 2.0, 3.0) and again.anchors.scales == (8.0,)
-    t = again.tracker
+    t = again.tracker.step
     assert (t.exemplar_size, t.instance_size, t.penalty_k, t.window_influence, t.lr,
             t.context_amount) == (cfg.exemplar_size, cfg.instance_size, cfg.penalty_k,
                                   cfg.window_influence, cfg.lr, cfg.context_amount)

@@ -260,8 +260,8 @@ def test_profile_of_the_imported_upstream_nanotrack_backbone(tmp_path):
         inputs = [(i.name, tuple(d.dim_value if d.HasField('dim_value') else -1
                                  for d in i.type.tensor_type.shape.dim))
                   for i in model.graph.input]
-        shapes = eb.profile_shapes(inputs, spec.tracker.exemplar_size,
-                                   spec.tracker.instance_size)
+        shapes = eb.profile_shapes(inputs, spec.tracker.step.exemplar_size,
+                                   spec.tracker.step.instance_size)
         assert bool(shapes) == expect_profile, role
 
 

@@ -76,7 +76,7 @@ def test_bad_input_is_refused_with_a_reason(tracker, synthetic):
 
 def test_runtime_config_changes(tracker, synthetic):
     tracker.init(synthetic.frames[0], BBox.from_sequence(synthetic.boxes[0]))
-    tracker.set_config(tracker.config.replace(found_threshold=1.0))
+    tracker.set_config(tracker.config.replace(found_threshold=1.0, conf_strong_appearance=2.0))
     result = tracker.update(synthetic.frames[1])
     assert result.state == TrackState.LOST          # nothing reaches a score of 1.0
     with pytest.raises(ValueError, match='cannot change while tracking'):

@@ -633,8 +633,8 @@ def ensure_engines(spec: ModelSpec, precision: str = 'fp16',
                                          read_cache=not force)
 
         def build(path, calibrator=calibrator):
-            return build_engine(path, precision, spec.tracker.exemplar_size,
-                                spec.tracker.instance_size, calibrator, workspace_mb)
+            return build_engine(path, precision, spec.tracker.step.exemplar_size,
+                                spec.tracker.step.instance_size, calibrator, workspace_mb)
 
         try:
             path, record, _ = cached_engine(onnx_path, key, build, cache_dir, stem=stem,

@@ -87,7 +87,7 @@ class TorchBackend:
 
     def warm_up(self) -> None:
         """Run one template + search pass on blank crops of the spec's exemplar/instance sizes."""
-        z, x = self.spec.tracker.exemplar_size, self.spec.tracker.instance_size
+        z, x = self.spec.tracker.step.exemplar_size, self.spec.tracker.step.instance_size
         features = self.encode_template(np.zeros((1, 3, z, z), np.float32))
         self.track(features, np.zeros((1, 3, x, x), np.float32))
 

@@ -100,7 +100,7 @@ def crop_pairs(spec: ModelSpec, frames_dir: Optional[str] = None, count: int = 8
     around the frame-i centre, with the tracker's context and scale rules.
     """
     frames, boxes, source = _frames_and_boxes(frames_dir, count, seed)
-    cfg = spec.tracker
+    cfg = spec.tracker.step
     pairs = []
     for i in range(max(len(frames) - 1, 1)):
         image = frames[i]
@@ -136,7 +136,7 @@ def compare_backends(spec: ModelSpec, candidate, reference, pairs: Sequence[Crop
     """
     from ..core.decode import make_decoder, select_candidate
     decoder = make_decoder(spec)
-    cfg = spec.tracker
+    cfg = spec.tracker.step
     for backend in (candidate, reference):
         backend.track(backend.encode_template(pairs[0].template), pairs[0].search)
     names: List[str] = []
@@ -221,9 +221,9 @@ def run_import_pysot(args) -> int:
         return EXIT_FAILED
     print(f'imported {spec.name} ({spec.arch}, {spec.family}/{spec.decoder}) into {spec.root}')
     print(f'  graphs: {spec.files["template"]}, {spec.files["search"]} (opset {opset}); '
-          f'tracker: penalty_k={spec.tracker.penalty_k} window_influence='
-          f'{spec.tracker.window_influence} lr={spec.tracker.lr} '
-          f'instance_size={spec.tracker.instance_size}')
+          f'tracker: penalty_k={spec.tracker.step.penalty_k} window_influence='
+          f'{spec.tracker.step.window_influence} lr={spec.tracker.step.lr} '
+          f'instance_size={spec.tracker.step.instance_size}')
     return EXIT_OK
 
 

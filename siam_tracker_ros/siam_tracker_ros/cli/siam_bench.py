@@ -36,6 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..backends.base import BackendError
+from ..core.config import PRESETS
 from ..core.crop import to_blob
 from ..core.manifest import ModelError, ModelSpec
 from ..core.types import BBox
@@ -62,10 +63,12 @@ def load_frames(sequence: Optional[str], count: int,
 
 
 def bench_tracker(spec: ModelSpec, backend, frames: Sequence[np.ndarray], box: BBox,
-                  template_reps: int = 20) -> Dict[str, Dict[str, float]]:
-    """Stage timings (ms) of SiameseTracker over ``frames`` on ``backend``."""
+                  template_reps: int = 20,
+                  preset_name: str = 'default') -> Dict[str, Dict[str, float]]:
+    """Stage timings (ms) of SiameseTracker with a preset over ``frames`` on ``backend``."""
+    from ..core.config import preset
     from ..core.tracker import SiameseTracker
-    tracker = SiameseTracker(spec, backend)
+    tracker = SiameseTracker(spec, backend, spec.tracker.replace(**preset(preset_name)))
     tracker.init(frames[0], box)
     times: Dict[str, List[float]] = {s: [] for s in STAGES}
     blob = to_blob(tracker.template_crop(frames[0], tracker.center, tracker.size))
@@ -175,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='backend to time (repeatable; default onnxruntime)')
     p.add_argument('--device', default=None,
                    help='device (default cpu; cuda for tensorrt)')
+    p.add_argument('--preset', action='append', choices=sorted(PRESETS),
+                   help='tracker policy preset; repeat to compare in one run (default: default)')
     p.add_argument('--frames', type=int, default=100, help='frames to track (default '
                    '%(default)s, first one is the init frame)')
     p.add_argument('--sequence', help='sequence folder (img/ + groundtruth.txt); default: a '
@@ -299,7 +304,8 @@ def _print_run(run: Dict[str, object]) -> None:
     stages = run['stages_ms']
     cells = '  '.join(f'{s} {stages[s]["p50"]:7.2f}/{stages[s]["p99"]:7.2f}'
                       for s in STAGES if s in stages)
-    print(f'{run["model"]:<28} {run["backend"]:<12} {run["device"]:<8} {cells}')
+    label = f'{run["backend"]} {run["preset"]}' if 'preset' in run else run['backend']
+    print(f'{run["model"]:<28} {label:<22} {run["device"]:<8} {cells}')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -337,12 +343,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                 skipped.append({'model': spec.name, 'backend': name, 'reason': str(exc)})
                 failed = True
                 continue
-            stages = bench_tracker(spec, backend, frames, box, args.template_reps)
-            run = {'model': spec.name, 'arch': spec.arch, 'backend': name,
-                   'device': getattr(backend, 'device', device), 'frames': len(frames),
-                   'stages_ms': stages}
-            runs.append(run)
-            _print_run(run)
+            presets = args.preset or ['default']
+            for preset_name in presets:
+                stages = bench_tracker(spec, backend, frames, box, args.template_reps,
+                                       preset_name)
+                run = {'model': spec.name, 'arch': spec.arch, 'backend': name,
+                       'preset': preset_name, 'device': getattr(backend, 'device', device),
+                       'frames': len(frames), 'stages_ms': stages}
+                runs.append(run)
+                _print_run(run)
+            if 'plain' in presets and len(presets) > 1:
+                same = {r['preset']: r['stages_ms']['step']['p50'] for r in runs
+                        if r['model'] == spec.name and r['backend'] == name and 'preset' in r}
+                print('  whole step p50 against plain (same run): ' + ', '.join(
+                    f'{k} {v / same["plain"]:.2f}x' for k, v in same.items() if k != 'plain'))
         version = nano_version(spec)
         if version in (1, 2) and not args.no_peer:
             try:

@@ -13,7 +13,6 @@ Progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 from importlib import metadata
 import json
@@ -43,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--model', default=None,
                    help='our model: a product model folder (manifest.json) or an upstream '
                         "NanoTrack folder; 'none' or omitted evaluates the peers only")
-    p.add_argument('--sequences', required=True, metavar='ROOT',
-                   help='folder holding <Name>/img/*.jpg and <Name>/groundtruth.txt')
+    p.add_argument('--sequences', required=True, metavar='ROOT', nargs='+',
+                   help='folder(s) holding <Name>/img/*.jpg and <Name>/groundtruth.txt')
     p.add_argument('--seq', nargs='+', action='extend', default=None, metavar='NAME',
                    help='evaluate only these sequences (default: every one under ROOT)')
     p.add_argument('--peers', action='append', default=None, metavar='LIST', help=PEER_HELP)
@@ -79,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--save-boxes', action='store_true',
                    help='also store per-frame boxes, found flags, scores and confidences')
     p.add_argument('--quiet', action='store_true', help='no progress on stderr')
+    p.add_argument('--fit-confidence', default=None, metavar='OUT',
+                   help="first fit our tracker's confidence (logistic coefficients of "
+                        'P(IoU >= 0.5), eval/confidence_fit.py) on these sequences and '
+                        'starts, write the fit to OUT (JSON), then evaluate with it')
     return p
 
 
@@ -91,11 +94,21 @@ def _parse_value(text: str) -> Any:
             return cast(text)
         except ValueError:
             pass
+    if ',' in text:
+        try:
+            return tuple(float(v) for v in text.split(','))
+        except ValueError:
+            pass
     return text
 
 
 def parse_overrides(items: Seq[str]) -> Dict[str, Any]:
-    """Turn ``KEY=VALUE`` strings into keyword arguments (ints, floats, booleans, strings)."""
+    """
+    Turn ``KEY=VALUE`` strings into keyword arguments.
+
+    Values become ints, floats, booleans, tuples of floats (numbers separated by commas) or
+    strings.
+    """
     out: Dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition('=')
@@ -149,10 +162,26 @@ def _load_ours(args: argparse.Namespace, overrides: Dict[str, Any]):
                         backend_options=options, **overrides)
 
 
+def _sequences(roots: Seq[str], names: Optional[Seq[str]]) -> list:
+    """Return the sequences under every root (all, or only ``names``, in that order)."""
+    from siam_tracker_ros.io.sequences import list_sequences
+
+    if len(roots) == 1:
+        return list_sequences(roots[0], names)
+    found = [s for root in roots for s in list_sequences(root)]
+    if names is None:
+        return found
+    by_name = {s.name: s for s in found}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f'no sequence {", ".join(missing)} under {", ".join(roots)}')
+    return [by_name[n] for n in dict.fromkeys(names)]
+
+
 def _tracker_config(tracker: Any) -> Any:
     config = getattr(tracker, 'config', None)
-    if config is not None and dataclasses.is_dataclass(config):
-        return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    if config is not None and hasattr(config, 'flat'):
+        return json.loads(json.dumps(config.flat(), default=str))
     return None
 
 
@@ -166,7 +195,6 @@ def main(argv: Optional[Seq[str]] = None) -> int:
     from siam_tracker_ros.eval.peers import create_peer, PeerUnavailable
     from siam_tracker_ros.eval.runner import (
         format_table, OURS, Progress, run_evaluation, thresholds_record, TrackerEntry)
-    from siam_tracker_ros.io.sequences import list_sequences
 
     def fail(message: str, status: int = 1) -> int:
         print(f'siam-eval: error: {message}', file=sys.stderr)
@@ -177,7 +205,7 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         user_overrides = parse_overrides(args.overrides)
         overrides = {**preset(args.preset), **user_overrides}
         peer_specs = parse_peers(args.peers, args.peer_model)
-        sequences = list_sequences(args.sequences, args.seq)
+        sequences = _sequences(args.sequences, args.seq)
     except ValueError as exc:
         return fail(str(exc), 2)
     use_ours = args.model is not None and args.model.lower() != 'none'
@@ -200,6 +228,28 @@ def main(argv: Optional[Seq[str]] = None) -> int:
             tracker = _load_ours(args, overrides)
         except Exception as exc:  # noqa: B902 - any loading failure is reported, not raised
             return fail(f'cannot load our tracker from {args.model}: {exc}')
+        if args.fit_confidence:
+            from siam_tracker_ros.eval.confidence_fit import collect, fit, set_arguments
+
+            rows, labels = collect(lambda: tracker, sequences, args.repeats, args.jitter,
+                                   progress.message)
+            try:
+                fitted = fit(rows, labels)
+            except ValueError as exc:
+                return fail(f'cannot fit the confidence: {exc}')
+            fitted['set'] = set_arguments(fitted)
+            fitted['sequences'] = [s.name for s in sequences]
+            Path(args.fit_confidence).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.fit_confidence).write_text(json.dumps(fitted, indent=1) + '\n')
+            coefficients = {k: tuple(m['coefficients']) for k, m in fitted['models'].items()}
+            tracker.record_cues = False
+            tracker.set_config(tracker.config.replace(**coefficients))
+            overrides = {**overrides, **coefficients}
+            for key, model in fitted['models'].items():
+                progress.message(f'siam-eval: fitted {key} on {model["frames"]} frames: '
+                                 f'Brier {model["brier"]:.3f}, AUROC {model["auroc"]:.3f}')
+            progress.message(f'siam-eval: fit written to {args.fit_confidence}; use it with '
+                             + ' '.join(f'--set {a}' for a in fitted['set']))
         entries.append(TrackerEntry(OURS, lambda: tracker))
         ours_info = {'model': args.model, 'backend': args.backend, 'device': args.device,
                      'preset': args.preset, 'overrides': overrides,
@@ -235,7 +285,7 @@ def main(argv: Optional[Seq[str]] = None) -> int:
 
     config = {
         'args': dict(vars(args)),
-        'sequences_root': str(Path(args.sequences).resolve()),
+        'sequences_root': [str(Path(root).resolve()) for root in args.sequences],
         'sequences': [s.name for s in sequences],
         'ours': ours_info,
         'peers': {name: {'model': model} for name, model in peer_models.items()},

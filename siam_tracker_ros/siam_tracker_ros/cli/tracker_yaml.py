@@ -20,8 +20,12 @@ DEFAULT_PATH = Path(__file__).resolve().parents[2] / 'config' / 'tracker.yaml'
 
 
 def yaml_value(default) -> str:
-    """How a default is written in the YAML file (booleans lower-case)."""
-    return str(default).lower() if isinstance(default, bool) else repr(default)
+    """How a default is written in the YAML file (booleans lower-case, tuples as lists)."""
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, tuple):
+        return '[' + ', '.join(repr(v) for v in default) + ']'
+    return repr(default)
 
 
 def render(text: str) -> str:

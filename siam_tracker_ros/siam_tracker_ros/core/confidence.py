@@ -1,29 +1,34 @@
 """
-A per-frame confidence that the target is there, comparable across models.
+A per-frame confidence that the chosen box is on the target: P(IoU >= 0.5), learned.
 
-Five cues, each mapped to [0, 1] and multiplied (weighted by exponents):
+The cues of the chosen candidate, each relative to the first frame so that they mean the same
+for NanoTrack v2, v3 or SiamRPN++:
 
-* the raw peak score, relative to the peak score on the first frame;
-* the peak's sharpness (peak-to-sidelobe ratio of the score map), relative to half its
-  running level on confidently tracked frames (which starts at the first-frame value);
-* motion plausibility: how far the peak lies from where the target was expected (the last
-  position moved by the target's recent velocity, or the Kalman prediction), in target sizes
-  (a Gaussian of width ``conf_motion_sigma``);
-* a distractor factor (1 unless the candidate sits on a remembered distractor);
-* appearance: the cosine similarity between the initial template's features and the features
-  of a template crop cut at the chosen box, relative to the same similarity for crops shifted
-  by a tenth of the box on the first frame; a ramp from ``conf_appearance_low`` (0) to
-  ``conf_appearance_high`` (1). Unlike the classification score (which NanoTrack v3 keeps near
-  1 on background once the target is gone), it falls when the box holds something else.
+* ``score``: the logit of the peak score, times the distractor factor (1 unless the candidate
+  sits on a remembered look-alike), minus that of the peak score on the first frame (the
+  scores of a confident head crowd near 1; their logits spread out);
+* ``sharpness``: the log of the peak-to-sidelobe ratio of the score map over its running
+  level on confidently tracked frames (which starts at the first-frame value);
+* ``motion``: the jump of the peak from where the target was expected (the last position
+  moved by the target's measured velocity, camera motion taken out when measured), in units
+  of the plausible jump: ``conf_motion_allowance`` target sizes plus the target's own speed;
+* ``appearance``: the cosine similarity between the initial template's features and the
+  features of a template crop cut at the chosen box, relative to the same similarity for
+  crops shifted by a tenth of the box on the first frame (costs one template-branch run, so
+  it is measured only on some frames), and its change from its running level on confident
+  frames (``appearance_change``: what took the target's place mostly looks different from
+  what the target looked like lately, even where both resemble the first frame alike).
 
-Dividing by the first-frame values (the tracker runs the search branch once on the initial
-frame) is the calibration: a value of 1 means 'as sure as on the frame the user pointed at',
-whatever the model, so a threshold means the same thing for NanoTrack v2, v3 or SiamRPN++.
+A logistic model combines them: ``P = sigmoid(c . [1, features])``, with one coefficient set
+for frames without the appearance cue and one for frames with it (``conf_coefficients``,
+``conf_coefficients_appearance``). ``eval/confidence_fit.py`` fits them from frames with known
+IoU (``siam-eval --fit-confidence``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 import math
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -31,10 +36,17 @@ import numpy as np
 # Floor of the sidelobe spread (scores are probabilities): without it an almost empty sidelobe
 # makes the ratio explode and the first-frame reference meaningless.
 SIDELOBE_FLOOR = 0.05
-# The sharpness is compared with its own recent level on confident frames (some targets are
-# never as distinct as on the first frame): at or above MARGIN times that level it counts fully.
+# The sharpness reference follows its own level on confident frames at this rate.
 RECENT_RATE = 0.1
-SHARPNESS_MARGIN = 0.5
+# The appearance level follows found frames faster: a target that turns or deforms changes
+# gradually, what takes its place (an occluder, background after an exit) suddenly.
+APPEARANCE_RATE = 0.3
+# Feature names, in coefficient order after the bias.
+FEATURES = ('score', 'sharpness', 'motion')
+FEATURES_APPEARANCE = FEATURES + ('appearance', 'appearance_change')
+# Each feature is clipped to a range, so that one wild value cannot dominate the sum.
+_CLIP = {'score': (-8.0, 2.0), 'sharpness': (-3.0, 1.0), 'motion': (0.0, 4.0),
+         'appearance': (-0.5, 1.5), 'appearance_change': (-1.0, 0.5)}
 
 
 def cell_scores(scores: np.ndarray, size: int) -> np.ndarray:
@@ -58,12 +70,24 @@ def peak_to_sidelobe(score_map: np.ndarray, row: int, col: int, radius: int) -> 
 
 @dataclass(frozen=True)
 class Cues:
-    """The raw cues of one candidate."""
+    """The raw cues of one candidate (``appearance`` None where it was not measured)."""
 
     score: float
     sharpness: float
-    jump: float
-    appearance: float = 1.0
+    jump: float                     # pixels from the predicted position
+    allowance: float = 1.0          # plausible jump in pixels
+    distractor: float = 1.0
+    appearance: Optional[float] = None
+
+    def with_appearance(self, appearance: float) -> 'Cues':
+        """Return the same cues with a measured appearance."""
+        return Cues(self.score, self.sharpness, self.jump, self.allowance, self.distractor,
+                    appearance)
+
+    def without_jump(self) -> 'Cues':
+        """Return the same cues with the motion cue at its plausible value (no jump)."""
+        return Cues(self.score, self.sharpness, 0.0, self.allowance, self.distractor,
+                    self.appearance)
 
 
 @dataclass(frozen=True)
@@ -74,43 +98,65 @@ class Reference:
     sharpness: float
 
 
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1.0 - 1e-4)
+    return math.log(p / (1.0 - p))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function, overflow-safe."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+
+
 class ConfidenceEstimator:
-    """Turns cues into a confidence in [0, 1] (see the module docstring)."""
+    """Turns cues into P(IoU >= 0.5) (see the module docstring)."""
 
     def __init__(self, config):
-        """Read the conf_* fields of a TrackerConfig."""
+        """Read a ConfidenceConfig."""
         self.set_config(config)
         self.reference = Reference(1.0, 1.0)
         self.recent_sharpness = 1.0
+        self.recent_appearance = 1.0
 
     def set_config(self, config) -> None:
-        """Take new weights (run-time change)."""
-        self.sharpness_weight = config.conf_sharpness_weight
-        self.motion_weight = config.conf_motion_weight
-        self.motion_sigma = config.conf_motion_sigma
-        self.appearance_low = config.conf_appearance_low
-        self.appearance_high = config.conf_appearance_high
+        """Take new settings (run-time change)."""
+        self.coefficients = np.asarray(config.coefficients, dtype=np.float64)
+        self.coefficients_appearance = np.asarray(config.coefficients_appearance,
+                                                  dtype=np.float64)
 
     def calibrate(self, cues: Cues) -> None:
         """Remember the first-frame cues."""
         self.reference = Reference(max(cues.score, 1e-3), max(cues.sharpness, 1e-3))
         self.recent_sharpness = self.reference.sharpness
+        self.recent_appearance = 1.0
 
     def observe(self, cues: Cues) -> None:
-        """Follow the sharpness level of confidently tracked frames (slow running mean)."""
+        """Follow the sharpness level of confident frames (slow running mean)."""
         self.recent_sharpness += RECENT_RATE * (cues.sharpness - self.recent_sharpness)
 
-    def appearance_term(self, appearance: float) -> float:
-        """Map the appearance similarity to [0, 1] (a linear ramp)."""
-        span = max(self.appearance_high - self.appearance_low, 1e-6)
-        return min(max((appearance - self.appearance_low) / span, 0.0), 1.0)
+    def follow_appearance(self, cues: Cues) -> None:
+        """Follow the appearance level of found frames (fast running mean: gradual change)."""
+        if cues.appearance is not None:
+            self.recent_appearance += APPEARANCE_RATE * (cues.appearance
+                                                         - self.recent_appearance)
 
-    def __call__(self, cues: Cues, distractor_factor: float = 1.0) -> float:
+    def features(self, cues: Cues) -> Dict[str, float]:
+        """Return the model's inputs (clipped); the appearance ones only where measured."""
+        values = {'score': _logit(cues.score * cues.distractor) - _logit(self.reference.score),
+                  'sharpness': math.log(max(cues.sharpness, 1e-3)
+                                        / max(self.recent_sharpness, 1e-3)),
+                  'motion': cues.jump / max(cues.allowance, 1e-6)}
+        if cues.appearance is not None:
+            values['appearance'] = cues.appearance
+            values['appearance_change'] = cues.appearance - self.recent_appearance
+        return {k: float(min(max(v, _CLIP[k][0]), _CLIP[k][1])) for k, v in values.items()}
+
+    def __call__(self, cues: Cues) -> float:
         """Confidence of one candidate."""
-        s = min(max(cues.score / self.reference.score, 0.0), 1.0)
-        level = SHARPNESS_MARGIN * max(self.recent_sharpness, 1e-3)
-        p = min(max(cues.sharpness / level, 0.0), 1.0)
-        m = math.exp(-0.5 * (cues.jump / self.motion_sigma) ** 2)
-        a = self.appearance_term(cues.appearance)
-        value = s * p ** self.sharpness_weight * m ** self.motion_weight * distractor_factor * a
-        return float(min(max(value, 0.0), 1.0))
+        values = self.features(cues)
+        if cues.appearance is None:
+            names, coef = FEATURES, self.coefficients
+        else:
+            names, coef = FEATURES_APPEARANCE, self.coefficients_appearance
+        z = coef[0] + sum(c * values[n] for c, n in zip(coef[1:], names))
+        return float(sigmoid(z))

@@ -21,15 +21,15 @@ class DistractorMemory:
     """Positions of remembered distractors with the frame they were last seen on."""
 
     def __init__(self, config):
-        """Read the distractor_* fields of a TrackerConfig."""
+        """Read a DistractorConfig."""
         self.items: List[List[float]] = []  # [x, y, last_seen_frame]
         self.set_config(config)
 
     def set_config(self, config) -> None:
         """Take new settings (run-time change)."""
-        self.ratio = config.distractor_ratio
-        self.penalty = config.distractor_penalty
-        self.memory = config.distractor_memory
+        self.ratio = config.ratio
+        self.penalty = config.penalty
+        self.memory = config.memory
 
     def clear(self) -> None:
         """Forget every distractor."""

@@ -1,17 +1,21 @@
 """
 Long-term state: TRACKING -> LOST -> SEARCHING -> TRACKING, and the search-window plan.
 
-A frame whose confidence is below ``found_threshold`` is LOST (the published box stays where
-it was, the tracker keeps looking around there); after ``lt_lost_frames`` such frames in a row
-the tracker is SEARCHING. Each searching
-frame runs the search branch on the window at the predicted position (local) plus the next
-``lt_tiles_per_frame`` windows of a tiling of the whole frame, visited nearest-first from where
-the target was lost, so the searched area grows outward from the last position until it
-covers the frame (local to global), then starts over. For the first ``lt_local_frames`` frames
-only the tiles within two window sizes of the last position are visited.
+``LongTermState.step`` is the state machine, in one place: a frame without evidence that the
+target is there (the controller decides what counts, core/tracker.py) is LOST and the published
+box stays where the target was last found; after ``lt_lost_frames`` such frames in a row the
+tracker is SEARCHING. A found frame is TRACKING again.
+
+Searching follows DaSiamRPN's local-to-global idea: each searching frame runs the window at
+the predicted position plus at most ``lt_tiles_per_frame`` windows of a tiling of the whole
+frame, taken nearest-first from where the target was lost, but only within a reach that grows
+with the frames lost and with the target's speed (the controller computes it). The searched
+area so grows outward step by step; whole-frame coverage comes last, bounded per frame, and
+starts over once every window was visited.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 import math
 from typing import List, Optional, Tuple
@@ -45,16 +49,15 @@ def tile_centers(width: int, height: int, window: float, origin: Point,
 
 @dataclass
 class LongTermState:
-    """Counters of the state machine and the search plan (reset on every init)."""
+    """The state machine and the search plan (reset on every init)."""
 
     state: TrackState = TrackState.IDLE
     low_frames: int = 0
-    search_frames: int = 0
     held_box: Optional[BBox] = None
     sure_frame: int = 0
     appearance: float = 1.0
     tiles: List[Point] = field(default_factory=list)
-    local_tiles: int = 0
+    distances: List[float] = field(default_factory=list)
     cursor: int = 0
 
     def start(self, box: BBox, frame: int = 0, appearance: float = 1.0) -> None:
@@ -67,28 +70,51 @@ class LongTermState:
         self.sure_frame = frame
         self.appearance = appearance
         self.low_frames = 0
-        self.search_frames = 0
         self.held_box = box
         self.tiles = []
+        self.distances = []
         self.cursor = 0
+
+    @property
+    def lost(self) -> bool:
+        """Whether the last frame did not find the target (LOST or SEARCHING)."""
+        return self.state in (TrackState.LOST, TrackState.SEARCHING)
+
+    def step(self, found: bool, box: Optional[BBox], lost_frames: int) -> TrackState:
+        """
+        Advance by one tracked frame and return the new state.
+
+        ``found``: the frame found the target at ``box`` (which becomes the held box);
+        otherwise the held box stays and the frame counts towards SEARCHING.
+        """
+        if found:
+            self.low_frames = 0
+            self.held_box = box
+            self.state = TrackState.TRACKING
+        else:
+            self.low_frames += 1
+            self.state = (TrackState.SEARCHING if self.low_frames >= lost_frames
+                          else TrackState.LOST)
+        return self.state
 
     def plan_search(self, width: int, height: int, window: float, origin: Point) -> None:
-        """Lay out the search windows once, when the target is lost."""
+        """Lay out the search windows once, when searching starts."""
         self.tiles = tile_centers(width, height, window, origin)
-        self.local_tiles = sum(1 for x, y in self.tiles
-                               if math.hypot(x - origin[0], y - origin[1]) <= 2.0 * window)
+        self.distances = [math.hypot(x - origin[0], y - origin[1]) for x, y in self.tiles]
         self.cursor = 0
-        self.search_frames = 0
 
-    def next_tiles(self, count: int, local_frames: int) -> List[Point]:
-        """Return the global-scan windows of this searching frame."""
-        limit = self.local_tiles if self.search_frames < local_frames else len(self.tiles)
-        limit = max(min(limit, len(self.tiles)), 1) if self.tiles else 0
-        out = []
-        for _ in range(min(count, limit)):
-            if self.cursor >= limit:
-                self.cursor = 0
+    def next_tiles(self, count: int, reach: float) -> List[Point]:
+        """
+        Return this frame's windows of the plan: the next ones nearest-first within ``reach``.
+
+        At most ``count``; the plan waits for the reach to grow when every window within it
+        was visited, and starts over from the nearest after the last one.
+        """
+        if self.cursor >= len(self.tiles):
+            self.cursor = 0
+        limit = bisect.bisect_right(self.distances, reach)
+        out: List[Point] = []
+        while len(out) < count and self.cursor < limit:
             out.append(self.tiles[self.cursor])
             self.cursor += 1
-        self.search_frames += 1
         return out

@@ -9,7 +9,7 @@ deep inside a runtime.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 import hashlib
 import json
 from pathlib import Path
@@ -94,7 +94,8 @@ class ModelSpec:
             'stride': self.stride,
             'input': {'order': self.input_order, 'mean': list(self.input_mean),
                       'std': list(self.input_std)},
-            'tracker': {k: v for k, v in asdict(self.tracker).items() if k in MODEL_FIELDS},
+            'tracker': {k: list(v) if isinstance(v, tuple) else v
+                        for k, v in self.tracker.flat().items() if k in MODEL_FIELDS},
             'anchors': None if self.anchors is None else {
                 'ratios': list(self.anchors.ratios), 'scales': list(self.anchors.scales)},
             'files': {role: {'path': rel, 'sha256': self.sha256.get(role, '')}

@@ -29,7 +29,7 @@ class TemplateUpdater:
     """Holds the initial and the accumulated template; gives the template to match with."""
 
     def __init__(self, config):
-        """Read the update_* fields of a TrackerConfig."""
+        """Read an UpdateConfig."""
         self.initial: Features = ()
         self.accumulated: Features = ()
         self.current: Features = ()
@@ -39,11 +39,11 @@ class TemplateUpdater:
 
     def set_config(self, config) -> None:
         """Take new settings (run-time change)."""
-        self.interval = config.update_interval
-        self.rate = config.update_rate
-        self.init_weight = config.update_init_weight
-        self.min_confidence = config.update_min_confidence
-        self.min_agreement = config.update_min_agreement
+        self.interval = config.interval
+        self.rate = config.rate
+        self.init_weight = config.init_weight
+        self.min_confidence = config.min_confidence
+        self.min_agreement = config.min_agreement
         if self.updates:
             self._mix()
 

@@ -302,7 +302,9 @@ class SequenceMetrics:
     frames reported not found (``false_lost_rate``: over visible frames, None without any);
     ``held_frames`` the frames whose box is held (see held_frames), ``longest_hold`` the
     longest run of them; ``calibration`` bins the confidence of visible frames against
-    IoU >= 0.5.
+    IoU >= 0.5. ``hits`` marks the scored frames whose box has IoU >= 0.5 (absent frames are
+    misses), ``confidences`` holds their confidence and ``conf_iou_auroc`` the AUROC of the
+    one for the other (None with a single class).
     """
 
     frames: int
@@ -326,6 +328,9 @@ class SequenceMetrics:
     held_frames: int
     longest_hold: int
     calibration: Calibration
+    hits: np.ndarray
+    confidences: np.ndarray
+    conf_iou_auroc: Optional[float]
 
 
 def evaluate_sequence(pred, gt, found=None, confidence=None,
@@ -364,6 +369,8 @@ def evaluate_sequence(pred, gt, found=None, confidence=None,
         roc = None if np.isnan(roc_value) else roc_value
     false_lost = int(np.sum(visible & ~found_arr))
     n_visible = int(visible.sum())
+    hits = np.where(visible, np.nan_to_num(ious, nan=0.0) >= HIT_IOU, False)
+    hit_roc = auroc(conf_arr, hits)
     return SequenceMetrics(
         frames=n,
         frames_scored=n_visible,
@@ -386,6 +393,9 @@ def evaluate_sequence(pred, gt, found=None, confidence=None,
         held_frames=int(held.sum()),
         longest_hold=longest_run(held),
         calibration=calibration(conf_arr[visible], ious[visible] >= HIT_IOU),
+        hits=hits,
+        confidences=conf_arr,
+        conf_iou_auroc=None if np.isnan(hit_roc) else hit_roc,
     )
 
 

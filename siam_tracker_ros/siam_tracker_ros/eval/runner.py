@@ -13,7 +13,7 @@ import math
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence as Seq, TextIO
+from typing import Any, Callable, Dict, List, Optional, Sequence as Seq, TextIO, Tuple
 import zlib
 
 import numpy as np
@@ -21,8 +21,8 @@ import numpy as np
 from siam_tracker_ros.core.types import BBox, TrackResult
 from siam_tracker_ros.eval.longterm_set import event_scores, events_summary, sequence_events
 from siam_tracker_ros.eval.metrics import (
-    Calibration, calibration, CALIBRATION_BINS, evaluate_sequence, NORM_PRECISION_THRESHOLDS,
-    PRECISION_THRESHOLDS, SequenceMetrics, SUCCESS_THRESHOLDS)
+    auroc, Calibration, calibration, CALIBRATION_BINS, evaluate_sequence,
+    NORM_PRECISION_THRESHOLDS, PRECISION_THRESHOLDS, SequenceMetrics, SUCCESS_THRESHOLDS)
 from siam_tracker_ros.io.sequences import load_frames, Sequence
 
 OURS = 'ours'
@@ -229,6 +229,7 @@ def sequence_record(metrics: SequenceMetrics, run: TrackerRun,
         'presence_recall': _num(metrics.presence_recall),
         'presence_f1': _num(metrics.presence_f1),
         'conf_auroc': _num(metrics.conf_auroc),
+        'conf_iou_auroc': _num(metrics.conf_iou_auroc),
         'false_lost': metrics.false_lost,
         'false_lost_rate': _num(metrics.false_lost_rate),
         'held_frames': metrics.held_frames,
@@ -337,7 +338,8 @@ def run_evaluation(sequences: Seq[Sequence], trackers: Seq[TrackerEntry],
     up to ``jitter`` pixels (see jittered_boxes): Siamese trackers are chaotic (crop rounding),
     so one run of a sequence is one draw; ``auc_repeats`` per sequence and
     ``auc_repeats_mean`` / ``auc_repeats_sd`` in the mean block give the spread. Everything
-    else (figures, fps, plots) comes from the first, unmoved run.
+    else (figures, fps, plots) comes from the first, unmoved run. The mean block's
+    ``conf_iou_auroc`` pools the frames of every sequence (confidence against IoU >= 0.5).
 
     On sequences of the generated long-term set (an ``events.json`` beside ``img``) each
     record also has ``events`` (longterm_set.event_scores: re-acquired after the return,
@@ -354,6 +356,7 @@ def run_evaluation(sequences: Seq[Sequence], trackers: Seq[TrackerEntry],
         raise ValueError(f'tracker names must be unique, got {names}')
     progress = progress or Progress(enabled=False)
     per_seq: Dict[str, Dict[str, Dict[str, Any]]] = {t.name: {} for t in trackers}
+    pooled: Dict[str, List[Tuple[np.ndarray, np.ndarray]]] = {t.name: [] for t in trackers}
     for index, seq in enumerate(sequences, start=1):
         progress.start_sequence(index, len(sequences), seq.name, len(seq))
         frames = load_frames(seq)
@@ -364,6 +367,7 @@ def run_evaluation(sequences: Seq[Sequence], trackers: Seq[TrackerEntry],
             run = run_tracker(entry.make(), frames, seq, entry.name, progress)
             metrics = evaluate_sequence(run.boxes, seq.gt, run.found, run.confidences)
             record = sequence_record(metrics, run, save_boxes)
+            pooled[entry.name].append((metrics.confidences, metrics.hits))
             if events is not None:
                 record['events'] = event_scores(run.boxes, run.found, seq.gt, events)
             if repeats > 1:
@@ -376,8 +380,13 @@ def run_evaluation(sequences: Seq[Sequence], trackers: Seq[TrackerEntry],
             parts.append(f'{entry.name} AUC {auc} {run.fps:.0f} fps')
         del frames
         progress.end_sequence(' | '.join(parts))
-    return {name: {'mean': mean_record(seqs), 'sequences': seqs}
-            for name, seqs in per_seq.items()}
+    out = {name: {'mean': mean_record(seqs), 'sequences': seqs}
+           for name, seqs in per_seq.items()}
+    for name, parts in pooled.items():
+        confidences = np.concatenate([c for c, _ in parts])
+        hits = np.concatenate([h for _, h in parts])
+        out[name]['mean']['conf_iou_auroc'] = _num(auroc(confidences, hits))
+    return out
 
 
 def _fmt(value: Optional[float], spec: str) -> str:
@@ -400,7 +409,8 @@ def format_table(trackers: Dict[str, Dict[str, Any]], reference: Optional[str] =
 
     ``false_LOST`` is the mean over sequences of the share of visible frames reported not
     found; ``held(longest)`` the frames with a held box over the set and the longest hold;
-    ``ECE`` and ``Brier`` the calibration of the confidence for IoU >= 0.5 (pooled frames).
+    ``ECE``, ``Brier`` and ``AUROC(IoU)`` the calibration and the ranking power of the
+    confidence for IoU >= 0.5 (pooled frames).
 
     On the generated long-term set it adds the confidence AUROC and the event counts
     (re-acquired within 10 frames of the return / events, no jump to the look-alike / events).
@@ -410,7 +420,7 @@ def format_table(trackers: Dict[str, Dict[str, Any]], reference: Optional[str] =
     has_ref = reference in trackers and trackers[reference]['mean']['fps']
     jittered = all('auc_repeats_mean' in b['mean'] for b in trackers.values())
     header = ['tracker', 'AUC', 'prec@20', 'norm_prec', 'fps(median)', 'presence_F1',
-              'false_LOST', 'held(longest)', 'ECE', 'Brier']
+              'false_LOST', 'held(longest)', 'ECE', 'Brier', 'AUROC(IoU)']
     with_events = any('events' in b['mean'] for b in trackers.values())
     if with_events:
         header += ['conf_AUROC', 're-acquired', 'no jump']
@@ -425,7 +435,8 @@ def format_table(trackers: Dict[str, Dict[str, Any]], reference: Optional[str] =
                _fmt(m['norm_prec'], '.3f'), _fmt(m['fps'], '.1f'), _fmt(m['presence_f1'], '.3f'),
                _percent(m['false_lost_rate']),
                f"{m['held_frames']} ({m['longest_hold']})",
-               _fmt(m['ece'], '.3f'), _fmt(m['brier'], '.3f')]
+               _fmt(m['ece'], '.3f'), _fmt(m['brier'], '.3f'),
+               _fmt(m.get('conf_iou_auroc'), '.3f')]
         if with_events:
             ev = m.get('events') or {}
             row += [_fmt(m['conf_auroc'], '.3f'), _count(ev, 'reacquired', 'returns'),

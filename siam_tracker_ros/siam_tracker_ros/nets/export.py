@@ -260,7 +260,7 @@ def export_nanotrack(version: int, checkpoint: PathLike, out_dir: PathLike,
     arch = f'nanotrack_v{version}'
     net = load_weights(build_net(arch), checkpoint, strict=True)
     root = Path(out_dir)
-    tpath, spath = export_split(net, root, tracker.exemplar_size, tracker.instance_size,
+    tpath, spath = export_split(net, root, tracker.step.exemplar_size, tracker.step.instance_size,
                                 opset=opset)
     ckpt = root / CHECKPOINT_FILE
     torch.save({'arch': arch, 'state_dict': net.state_dict()}, ckpt)

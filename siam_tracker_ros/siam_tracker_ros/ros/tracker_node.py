@@ -134,7 +134,13 @@ def _descriptor(description: str, low=None, high=None, integer=False, read_only=
 
 
 _PARAM_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER,
-                float: Parameter.Type.DOUBLE, str: Parameter.Type.STRING}
+                float: Parameter.Type.DOUBLE, str: Parameter.Type.STRING,
+                tuple: Parameter.Type.DOUBLE_ARRAY}
+
+
+def _param_value(value: Any) -> Any:
+    """Return a TrackerConfig value as a ROS parameter value (tuples as lists of floats)."""
+    return [float(v) for v in value] if isinstance(value, tuple) else value
 
 
 class TrackerNode(Node):
@@ -284,7 +290,6 @@ class TrackerNode(Node):
     def _declare_tracker_parameters(self) -> Dict[str, str]:
         """Declare tracker.* from TrackerConfig; unset ones take the model's tuned value."""
         fields = {}
-        self._tracker_types = {}
         for name, default, description, low, high, runtime in describe(TrackerConfig):
             ptype = _PARAM_TYPES.get(type(default))
             if ptype is None:
@@ -295,7 +300,6 @@ class TrackerNode(Node):
                                integer=ptype == Parameter.Type.INTEGER)
             self.declare_parameter(TRACKER_PREFIX + name, ptype, desc)
             fields[TRACKER_PREFIX + name] = name
-            self._tracker_types[TRACKER_PREFIX + name] = type(default)
         return fields
 
     def _tracker_overrides(self) -> Dict[str, Any]:
@@ -363,15 +367,15 @@ class TrackerNode(Node):
                 except ValueError as exc:
                     self.get_logger().error(f'parameter {TRACKER_PREFIX}{field}={value!r} '
                                             f'refused, the model keeps '
-                                            f'{getattr(tracker.config, field)!r}: {exc}')
+                                            f'{tracker.config.flat()[field]!r}: {exc}')
             self._tracker = tracker
             self._model_name = getattr(tracker.spec, 'name', str(self._model_path))
             self._backend_used = getattr(tracker.backend, 'name', self._backend_name)
             self._device = getattr(tracker.backend, 'device', self._device)
             self._model_state = 'ready'
         # Show the values in force (ros2 param get); setting them is a no-op for the tracker.
-        config = tracker.config
-        self.set_parameters([Parameter(p, value=self._tracker_types[p](getattr(config, f)))
+        values = tracker.config.flat()
+        self.set_parameters([Parameter(p, value=_param_value(values[f]))
                              for p, f in self._tracker_fields.items()])
         self.get_logger().info(f'model {self._model_name} ready on {self._backend_used} '
                                f'in {time.monotonic() - t0:.2f} s')

@@ -443,7 +443,7 @@ def train(cfg: TrainConfig, out_dir: Optional[PathLike] = None,
         raise ConfigError(f'the checkpoint is at step {start}; set steps above it to train on')
 
     validator = Validator(cfg, base_model, out)
-    tc = base_model.tracker
+    tc = base_model.tracker.step
     geometry = Geometry(tc.exemplar_size, tc.instance_size, base.score_size, base.stride,
                         tc.context_amount)
     sampler = build_data(cfg, geometry, exclude=validator.sequences)
