@@ -132,10 +132,13 @@ def sequence():
 def graph(ros_domain, model_cache, tmp_path_factory):
     logs = tmp_path_factory.mktemp('node-logs')
     env = ros_env(ros_domain, model_cache)
+    # The tests here publish frame by frame and wait between them (service calls, parameter
+    # changes); a long image_timeout keeps camera-outage messages (test_node_scripted covers
+    # them) out of their exact frame counts on a busy machine.
     proc = _start_node(env, logs / 'tracker.log', 'siam_tracker',
                        '-r', 'image:=/test/image', '-r', 'camera_info:=/test/camera_info',
                        '-p', f'model_path:={MODEL}', '-p', 'qos_reliability:=reliable',
-                       '-p', 'diagnostics_period:=0.5')
+                       '-p', 'diagnostics_period:=0.5', '-p', 'image_timeout:=30.0')
     client = RosClient()
     g = Graph(proc, client, logs / 'tracker.log')
     yield g
