@@ -79,16 +79,6 @@ class Cues:
     distractor: float = 1.0
     appearance: Optional[float] = None
 
-    def with_appearance(self, appearance: float) -> 'Cues':
-        """Return the same cues with a measured appearance."""
-        return Cues(self.score, self.sharpness, self.jump, self.allowance, self.distractor,
-                    appearance)
-
-    def without_jump(self) -> 'Cues':
-        """Return the same cues with the motion cue at its plausible value (no jump)."""
-        return Cues(self.score, self.sharpness, 0.0, self.allowance, self.distractor,
-                    self.appearance)
-
 
 @dataclass(frozen=True)
 class Reference:

@@ -247,9 +247,10 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     'redetect': {'update_interval': 10, 'lt_enabled': True, 'distractor_enabled': False,
                  'motion_kalman': False, 'motion_camera': False, 'conf_appearance': 'periodic'},
     'distractors': {'update_interval': 10, 'lt_enabled': True, 'distractor_enabled': True,
-                    'motion_kalman': False, 'motion_camera': False},
+                    'motion_kalman': False, 'motion_camera': False,
+                    'conf_appearance': 'periodic'},
     'motion': {'update_interval': 10, 'lt_enabled': True, 'distractor_enabled': True,
-               'motion_kalman': True, 'motion_camera': False},
+               'motion_kalman': True, 'motion_camera': False, 'conf_appearance': 'periodic'},
 }
 PRESETS['default'] = dict(PRESETS['distractors'])
 
@@ -279,15 +280,11 @@ def _check(config, name: str, f: dataclasses.Field) -> None:
         raise ValueError(f'{name}={value!r} is outside [{low}, {high}]')
 
 
-def validated(config):
-    """Check every field of a config dataclass (groups included) against its range; return it."""
-    if isinstance(config, TrackerConfig):
-        for name, (group, attr) in FLAT_FIELDS.items():
-            sub = getattr(config, group)
-            _check(sub, name, sub.__dataclass_fields__[attr])
-        return config
-    for f in dataclasses.fields(config):
-        _check(config, f'{type(config).__name__}.{f.name}', f)
+def validated(config: TrackerConfig) -> TrackerConfig:
+    """Check every setting of a TrackerConfig against its range or choices; return it."""
+    for name, (group, attr) in FLAT_FIELDS.items():
+        sub = getattr(config, group)
+        _check(sub, name, sub.__dataclass_fields__[attr])
     return config
 
 
@@ -302,15 +299,11 @@ def _coerce(default: Any, value: Any) -> Any:
 
 def from_mapping(cls, values: Mapping[str, Any], base=None, strict: bool = False):
     """
-    Build config ``cls`` from a mapping (flat names for TrackerConfig).
+    Build a TrackerConfig (``cls``) from a mapping of flat names, over ``base``.
 
-    Keys that are not fields are ignored, or refused with ``strict``.
+    Keys that are not settings are ignored, or refused with ``strict``.
     """
     start = base if base is not None else cls()
-    if cls is not TrackerConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        known = {k: v for k, v in values.items() if k in names}
-        return validated(dataclasses.replace(start, **known))
     unknown = sorted(set(values) - set(FLAT_FIELDS))
     if strict and unknown:
         raise ValueError(f'unknown tracker settings {unknown}')
@@ -326,15 +319,11 @@ def from_mapping(cls, values: Mapping[str, Any], base=None, strict: bool = False
 
 
 def describe(cls) -> Tuple[Tuple[str, Any, str, Optional[float], Optional[float], bool], ...]:
-    """Return (name, default, description, low, high, runtime) per field (flat names)."""
+    """Return (name, default, description, low, high, runtime) per setting of TrackerConfig."""
     rows = []
-    if cls is TrackerConfig:
-        defaults = TrackerConfig()
-        items = [(name, getattr(defaults, g).__dataclass_fields__[a])
-                 for name, (g, a) in FLAT_FIELDS.items()]
-    else:
-        items = [(f.name, f) for f in dataclasses.fields(cls)]
-    for name, f in items:
+    defaults = cls()
+    for name, (group, attr) in FLAT_FIELDS.items():
+        f = getattr(defaults, group).__dataclass_fields__[attr]
         m = f.metadata
         description = m.get('description', '')
         rows.append((name, f.default, description, m.get('low'), m.get('high'),

@@ -27,7 +27,7 @@ objects around the step, each configured by one group of TrackerConfig and each 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 import time
 from typing import Dict, Optional, Tuple
@@ -240,10 +240,7 @@ class SiameseTracker:
         mx, my = apply_to_point(matrix, self.center[0], self.center[1])
         xs, ys = search.positions()
         jump = math.hypot(xs[index] - mx - self.velocity[0], ys[index] - my - self.velocity[1])
-        if jump >= cues.jump:
-            return cues
-        return Cues(cues.score, cues.sharpness, jump, cues.allowance, cues.distractor,
-                    cues.appearance)
+        return replace(cues, jump=jump) if jump < cues.jump else cues
 
     def _appearance(self, image: np.ndarray, center, size) -> float:
         """
@@ -422,7 +419,7 @@ class SiameseTracker:
             or self.frame_index % cfg.confidence.appearance_interval == 0)
         if due or self.record_cues:
             t_a = time.perf_counter()
-            measured = cues.with_appearance(self._appearance(image, center, size))
+            measured = replace(cues, appearance=self._appearance(image, center, size))
             self.last_stage_ms['verify'] = (time.perf_counter() - t_a) * 1e3
             self._record(center, size, measured)
             if due:
@@ -524,7 +521,7 @@ class SiameseTracker:
                 return None
             return found
         cues = self._cues(probe, probe.cands.scores, pick.index, search.center)
-        if self.estimator(cues.without_jump()) < cfg.distractor.ratio:
+        if self.estimator(replace(cues, jump=0.0)) < cfg.distractor.ratio:
             return None
         return found
 
@@ -568,9 +565,10 @@ class SiameseTracker:
         search, factor = self._penalised(search)
         pick = self.step.choose(search, self.size, 0.0)
         box_center, box_size = self.step.box_of(search, pick, self.size, image.shape)
-        cues = self._cues(search, raw, pick.index, box_center, factor[pick.index]).without_jump()
+        cues = replace(self._cues(search, raw, pick.index, box_center, factor[pick.index]),
+                       jump=0.0)
         if verify and self._config.confidence.appearance != 'off':
-            cues = cues.with_appearance(self._appearance(image, box_center, box_size))
+            cues = replace(cues, appearance=self._appearance(image, box_center, box_size))
         return Candidate((float(box_center[0]), float(box_center[1])),
                          (float(box_size[0]), float(box_size[1])), pick, cues,
                          self.estimator(cues))
