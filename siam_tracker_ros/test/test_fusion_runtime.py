@@ -130,7 +130,7 @@ def test_manifest_fusion_entry_is_checked(fused_spec, tmp_path):
     data['fusion'] = {'memory': 3}
     del data['files']['fusion']
     mpath.write_text(json.dumps(data))
-    with pytest.raises(ModelError, match='no \'fusion\' file'):
+    with pytest.raises(ModelError, match="no 'fusion' file"):
         load_manifest(copy)
 
 

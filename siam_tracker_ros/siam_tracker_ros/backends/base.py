@@ -48,7 +48,7 @@ class TemplateFusion(Protocol):
     has_fusion: bool
 
     def fuse_templates(self, initial: Features, memory: Sequence[Features]) -> Features:
-        """Initial features + the N latest samples' features (oldest first) -> features."""
+        """Fuse the initial features with the N latest samples' features (oldest first)."""
 
 
 def runs_fusion(backend) -> bool:
@@ -57,10 +57,10 @@ def runs_fusion(backend) -> bool:
 
 
 def no_fusion_error(model: str) -> BackendError:
-    """The error of ``fuse_templates`` on a model without a fusion graph."""
+    """Return the error of ``fuse_templates`` on a model without a fusion graph."""
     return BackendError(f'model {model} has no template-fusion graph (manifest role '
-                        "'fusion'); export one with `siam-model export ... --modules "
-                        "modules.pth`, or do not call fuse_templates (check has_fusion)")
+                        '"fusion"); export one with `siam-model export ... --modules '
+                        'modules.pth`, or do not call fuse_templates (check has_fusion)')
 
 
 def fusion_feeds(initial: Features, memory: Sequence[Features],

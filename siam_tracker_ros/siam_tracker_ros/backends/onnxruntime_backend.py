@@ -302,7 +302,7 @@ class OnnxRuntimeBackend:
         return self._fusion is not None
 
     def fuse_templates(self, initial: Features, memory: Sequence[Features]) -> Features:
-        """Initial template features + N samples (oldest first) -> fused features."""
+        """Fuse the initial template features with N samples (oldest first)."""
         if self._fusion is None:
             raise no_fusion_error(self.spec.name)
         zf, mem = fusion_feeds(initial, memory, self.spec.fusion_memory)

@@ -4,9 +4,10 @@ TensorRT backend (TensorRT 10 name-based API), for Jetson (JetPack 6) and deskto
 Small and conventional on purpose; it cannot run without an NVIDIA GPU:
 
 * one engine per ONNX graph of the model (``template``/``search`` or ``backbone``/``head``,
-  plus ``fusion`` for a model with a template-fusion graph), taken from the engine cache or built there (``engine_build``: FP32/FP16; INT8 engines are
-  built beforehand by ``siam-model build-engine --int8 --calib FRAMES``); an engine that
-  TensorRT cannot load is rebuilt when building is allowed;
+  plus ``fusion`` for a model with a template-fusion graph), taken from the engine cache or
+  built there (``engine_build``: FP32/FP16; INT8 engines are built beforehand by
+  ``siam-model build-engine --int8 --calib FRAMES``, the fusion graph's as FP16); an engine
+  that TensorRT cannot load is rebuilt when building is allowed;
 * engine inputs and outputs are bound by the ONNX names recorded when the engine was built
   (TensorRT documents no order of an engine's I/O tensors);
 * device and pinned host buffers allocated once per engine, addresses bound once with
@@ -303,7 +304,7 @@ class TensorRTBackend:
         return self._fusion is not None
 
     def fuse_templates(self, initial: Features, memory: Sequence[Features]) -> Features:
-        """Initial template features + N samples (oldest first) -> fused features."""
+        """Fuse the initial template features with N samples (oldest first)."""
         if not self.has_fusion:
             raise no_fusion_error(self.model.name)
         zf, mem = fusion_feeds(initial, memory, self.model.fusion_memory)

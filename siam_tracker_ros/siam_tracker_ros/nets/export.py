@@ -299,8 +299,8 @@ def export_nanotrack(version: int, checkpoint: PathLike, out_dir: PathLike,
         want = _template_shape(tpath)
         if want != (1, module.channels, *module.size):
             raise ModelError(f'{modules}: st_fusion was trained on ({module.channels}, '
-                              f'{module.size[0]}, {module.size[1]}) template features, the '
-                              f'{arch} template graph gives {want[1:]}')
+                             f'{module.size[0]}, {module.size[1]}) template features, the '
+                             f'{arch} template graph gives {want[1:]}')
         memory = learned.config.st_memory
         fpath = export_fusion(module, root / FUSION_FILE, memory, opset=opset)
         check_fusion(module, fpath)

@@ -61,8 +61,8 @@ def _settings(path: Path, stored: Any) -> Mapping[str, Any]:
     run_config = path.parent / 'config.yaml'
     if not run_config.is_file():
         raise ModelError(f'{path} does not record its module settings and there is no '
-                         f'{run_config.name} of its training run beside it; put the run\'s '
-                         'config.yaml next to it or re-save it from that run')
+                         f"{run_config.name} of its training run beside it; put that run's "
+                         'config.yaml next to it')
     try:
         values = yaml.safe_load(run_config.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
