@@ -4,7 +4,8 @@ PyTorch backend: runs the network definitions in ``nets`` from a checkpoint.
 Slower than ONNX Runtime or TensorRT on the same device; it exists for parity checks against
 the exported graphs, for nets without an exported graph yet, and for CUDA without TensorRT.
 The model spec must name the architecture (``arch``, a key of ``nets.registry.NETS``) and hold
-a ``checkpoint`` file.
+a ``checkpoint`` file. A model with a template-fusion graph runs its fusion as the PyTorch
+module rebuilt from the directory's ``modules.pth``.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from .base import BackendError, Features
+from .base import BackendError, Features, fusion_feeds, no_fusion_error
 from ..core.manifest import ModelError, ModelSpec
 
 
@@ -74,6 +75,7 @@ class TorchBackend:
         net = net.to(device=self.device, dtype=self._dtype).eval()
         self._net = net
         self._template, self._search = net.split()
+        self._fusion = self._load_fusion(spec) if spec.has_fusion else None
 
         mean = np.asarray(spec.input_mean, dtype=np.float32).reshape(1, 3, 1, 1)
         std = np.asarray(spec.input_std, dtype=np.float32).reshape(1, 3, 1, 1)
@@ -84,6 +86,33 @@ class TorchBackend:
         self._std = torch.from_numpy(std).to(self.device)
         if warmup:
             self.warm_up()
+
+    def _load_fusion(self, spec: ModelSpec):
+        from ..nets.fusion_export import fusion_module, read_modules
+        try:
+            path = spec.path('modules')
+            module = fusion_module(read_modules(path, spec.arch), path)
+        except ModelError as exc:
+            raise BackendError(f'torch backend cannot load the template fusion of model '
+                               f'{spec.name}: {exc}') from exc
+        return module.to(device=self.device, dtype=self._dtype).eval()
+
+    @property
+    def has_fusion(self) -> bool:
+        """Whether the model has a template-fusion module."""
+        return self._fusion is not None
+
+    def fuse_templates(self, initial: Features, memory: Sequence[Features]) -> Features:
+        """Fuse the initial template features with N samples (oldest first)."""
+        if self._fusion is None:
+            raise no_fusion_error(self.spec.name)
+        zf, mem = fusion_feeds(initial, memory, self.spec.fusion_memory)
+        try:
+            with self._torch.inference_mode():
+                out = self._fusion(self._tensor(zf), self._tensor(mem))
+        except ValueError as exc:
+            raise BackendError(f'model {self.spec.name}: {exc}') from exc
+        return (self._numpy(out),)
 
     def warm_up(self) -> None:
         """Run one template + search pass on blank crops of the spec's exemplar/instance sizes."""

@@ -29,8 +29,10 @@ def _fetch(args) -> int:
 def _export(args) -> int:
     from ..nets.export import export_nanotrack
     version = int(args.arch.rsplit('v', 1)[-1])
-    spec = export_nanotrack(version, args.checkpoint, args.out)
-    print(f'exported {spec.name} ({spec.layout}) into {spec.root}')
+    spec = export_nanotrack(version, args.checkpoint, args.out, modules=args.modules)
+    extra = (f', with a template-fusion graph of {spec.fusion_memory} memory slots'
+             if spec.has_fusion else '')
+    print(f'exported {spec.name} ({spec.layout}{extra}) into {spec.root}')
     return 0
 
 
@@ -66,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser('export', help='export a NanoTrack checkpoint (.pth) to split '
                             'TensorRT-ready ONNX graphs (template + search)')
     export.add_argument('arch', choices=['nanotrack-v1', 'nanotrack-v2', 'nanotrack-v3'])
-    export.add_argument('--checkpoint', required=True, help='upstream nanotrackvN.pth')
+    export.add_argument('--checkpoint', required=True, help='upstream nanotrackvN.pth, or a '
+                        "siam-train run's model.pth")
+    export.add_argument('--modules', help="a siam-train run's modules.pth: adds its learned "
+                        'template fusion (fusion.onnx) when it has one')
     export.add_argument('--out', required=True, help='model directory to write')
     export.set_defaults(handler=_export)
 

@@ -23,6 +23,11 @@ DECODERS = ('anchor_free', 'anchor')
 # backbone_head: one backbone graph for both crops plus a head(template_feat, search_feat).
 # template_search: a template encoder graph plus a search graph that takes the template features.
 LAYOUTS = {'backbone_head': ('backbone', 'head'), 'template_search': ('template', 'search')}
+# Optional learned template fusion (nets.fusion_export): its graph, and the learned-module
+# state the torch backend runs it from. A manifest naming them has a 'fusion' entry with the
+# graph's memory size N; every other model directory loads as before.
+FUSION_ROLE = 'fusion'
+MODULES_ROLE = 'modules'
 
 
 class ModelError(RuntimeError):
@@ -69,6 +74,12 @@ class ModelSpec:
     input_std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     anchors: Optional[AnchorSpec] = None
+    fusion_memory: int = 0
+
+    @property
+    def has_fusion(self) -> bool:
+        """Whether the model has a learned template-fusion graph (role 'fusion')."""
+        return FUSION_ROLE in self.files
 
     def path(self, role: str) -> Path:
         """Absolute path of the file playing ``role`` (e.g. 'backbone', 'head', 'checkpoint')."""
@@ -84,7 +95,7 @@ class ModelSpec:
 
     def to_manifest(self) -> Dict[str, Any]:
         """Return the JSON-ready manifest of this spec."""
-        return {
+        data = {
             'format_version': FORMAT_VERSION,
             'name': self.name,
             'family': self.family,
@@ -101,6 +112,9 @@ class ModelSpec:
             'files': {role: {'path': rel, 'sha256': self.sha256.get(role, '')}
                       for role, rel in self.files.items()},
         }
+        if self.has_fusion:
+            data['fusion'] = {'memory': int(self.fusion_memory)}
+        return data
 
 
 def write_manifest(spec: ModelSpec) -> Path:
@@ -151,6 +165,7 @@ def load_manifest(root, verify: bool = True) -> ModelSpec:
                 raise ModelError(f'{mpath}: layout {data["layout"]} needs a {role!r} file')
         inp = data.get('input', {})
         anchors = data.get('anchors')
+        memory = _fusion_memory(mpath, data, files)
         spec = ModelSpec(
             root=root, name=data['name'], family=data['family'], decoder=data['decoder'],
             layout=data['layout'], stride=int(data['stride']), files=files, sha256=hashes,
@@ -160,7 +175,8 @@ def load_manifest(root, verify: bool = True) -> ModelSpec:
             tracker=from_mapping(TrackerConfig, data.get('tracker', {})),
             anchors=None if not anchors else AnchorSpec(
                 tuple(float(r) for r in anchors['ratios']),
-                tuple(float(s) for s in anchors['scales'])))
+                tuple(float(s) for s in anchors['scales'])),
+            fusion_memory=memory)
     except KeyError as exc:
         raise ModelError(f'{mpath}: missing field {exc}') from exc
     if spec.decoder == 'anchor' and spec.anchors is None:
@@ -168,6 +184,20 @@ def load_manifest(root, verify: bool = True) -> ModelSpec:
     if verify:
         verify_files(spec)
     return spec
+
+
+def _fusion_memory(mpath: Path, data: Mapping[str, Any], files: Mapping[str, str]) -> int:
+    """Return N of the manifest's 'fusion' entry (0 without a fusion graph); check it."""
+    entry = data.get('fusion')
+    if FUSION_ROLE not in files:
+        if entry:
+            raise ModelError(f'{mpath}: a "fusion" entry but no {FUSION_ROLE!r} file')
+        return 0
+    memory = entry.get('memory') if isinstance(entry, Mapping) else None
+    if not isinstance(memory, int) or isinstance(memory, bool) or memory < 1:
+        raise ModelError(f'{mpath}: a {FUSION_ROLE!r} file needs a "fusion" entry with the '
+                         f'memory size, e.g. {{"memory": 3}}; got {entry!r}')
+    return memory
 
 
 def verify_files(spec: ModelSpec) -> None:

@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from .onnx_inspect import runtime_weight_convs  # noqa: F401 (part of this module's API)
 from ..core.config import TrackerConfig
-from ..core.manifest import AnchorSpec, load_manifest, ModelSpec, write_manifest
+from ..core.manifest import AnchorSpec, load_manifest, ModelError, ModelSpec, write_manifest
 
 PathLike = Union[str, Path]
 
@@ -203,13 +203,18 @@ def write_model_dir(out_dir: PathLike, *, name: str, family: str, arch: str, dec
                     input_order: str = 'bgr',
                     input_mean: Sequence[float] = (0.0, 0.0, 0.0),
                     input_std: Sequence[float] = (1.0, 1.0, 1.0),
-                    anchors: Optional[AnchorSpec] = None) -> ModelSpec:
+                    anchors: Optional[AnchorSpec] = None,
+                    fusion_onnx: Optional[PathLike] = None,
+                    modules: Optional[PathLike] = None,
+                    fusion_memory: int = 0) -> ModelSpec:
     """
     Make ``out_dir`` a product model directory (layout 'template_search') with a manifest.
 
     The graphs (and the optional PyTorch checkpoint) are copied in as ``template.onnx``,
     ``search.onnx`` and ``checkpoint.pth`` unless they are already those files; the manifest
-    records their sha256 and the given hyper-parameters. Returns the verified spec read back.
+    records their sha256 and the given hyper-parameters. A learned template fusion adds
+    ``fusion.onnx`` (with ``fusion_memory`` slots) and ``modules.pth``, its module state for
+    the torch backend. Returns the verified spec read back.
     """
     root = Path(out_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -218,6 +223,12 @@ def write_model_dir(out_dir: PathLike, *, name: str, family: str, arch: str, dec
         'search': (Path(search_onnx), SEARCH_FILE)}
     if checkpoint is not None:
         sources['checkpoint'] = (Path(checkpoint), CHECKPOINT_FILE)
+    if fusion_onnx is not None:
+        from .fusion_export import FUSION_FILE, MODULES_FILE
+        if modules is None or fusion_memory < 1:
+            raise ValueError('a fusion graph needs its modules.pth and a memory size >= 1')
+        sources['fusion'] = (Path(fusion_onnx), FUSION_FILE)
+        sources['modules'] = (Path(modules), MODULES_FILE)
     files: Dict[str, str] = {}
     for role, (src, rel) in sources.items():
         if not src.is_file():
@@ -231,7 +242,8 @@ def write_model_dir(out_dir: PathLike, *, name: str, family: str, arch: str, dec
                      input_order=input_order,
                      input_mean=tuple(float(v) for v in input_mean),
                      input_std=tuple(float(v) for v in input_std),
-                     tracker=tracker, anchors=anchors)
+                     tracker=tracker, anchors=anchors,
+                     fusion_memory=int(fusion_memory) if fusion_onnx is not None else 0)
     write_manifest(spec)
     return load_manifest(root)
 
@@ -245,25 +257,55 @@ def nanotrack_tracker_config(version: int) -> TrackerConfig:
                                    **NANOTRACK_HPARAMS[version])
 
 
+def _template_shape(path: Path) -> Tuple[int, ...]:
+    dims = onnx.load(str(path)).graph.output[0].type.tensor_type.shape.dim
+    return tuple(int(d.dim_value) for d in dims)
+
+
 def export_nanotrack(version: int, checkpoint: PathLike, out_dir: PathLike,
-                     opset: int = 17, name: Optional[str] = None) -> ModelSpec:
+                     opset: int = 17, name: Optional[str] = None,
+                     modules: Optional[PathLike] = None) -> ModelSpec:
     """
     Build NanoTrack v``version``, load ``checkpoint`` strictly, write a model directory.
 
     ``out_dir`` receives template.onnx, search.onnx (constant-weight convolutions only),
     checkpoint.pth (the state dict alone, for the torch backend) and manifest.json with the
-    upstream tracking hyper-parameters. Returns the verified ModelSpec.
+    upstream tracking hyper-parameters. ``modules``, a siam-train modules.pth of the same
+    run, adds the learned template fusion (fusion.onnx, checked against torch in ONNX
+    Runtime, and modules.pth) when it has one; modules that change the template or search
+    graphs are refused (ModelError), training-only ones export as the plain net. Returns the
+    verified ModelSpec.
     """
     from .registry import build_net, load_weights
 
     tracker = nanotrack_tracker_config(version)
     arch = f'nanotrack_v{version}'
+    learned = None
+    if modules is not None:
+        from .fusion_export import check_exportable, read_modules
+        learned = read_modules(modules, arch)
+        check_exportable(learned, modules)
     net = load_weights(build_net(arch), checkpoint, strict=True)
     root = Path(out_dir)
     tpath, spath = export_split(net, root, tracker.step.exemplar_size, tracker.step.instance_size,
                                 opset=opset)
     ckpt = root / CHECKPOINT_FILE
     torch.save({'arch': arch, 'state_dict': net.state_dict()}, ckpt)
+    fusion: Dict[str, object] = {}
+    if learned is not None and learned.config.st_fusion:
+        from .fusion_export import (check_fusion, export_fusion, FUSION_FILE, fusion_module,
+                                    MODULES_FILE, save_modules)
+        module = fusion_module(learned, modules)
+        want = _template_shape(tpath)
+        if want != (1, module.channels, *module.size):
+            raise ModelError(f'{modules}: st_fusion was trained on ({module.channels}, '
+                             f'{module.size[0]}, {module.size[1]}) template features, the '
+                             f'{arch} template graph gives {want[1:]}')
+        memory = learned.config.st_memory
+        fpath = export_fusion(module, root / FUSION_FILE, memory, opset=opset)
+        check_fusion(module, fpath)
+        mpath = save_modules(learned, root / MODULES_FILE)
+        fusion = {'fusion_onnx': fpath, 'modules': mpath, 'fusion_memory': memory}
     return write_model_dir(root, name=name or arch, family='nanotrack', arch=arch,
                            decoder='anchor_free', stride=16, tracker=tracker,
-                           template_onnx=tpath, search_onnx=spath, checkpoint=ckpt)
+                           template_onnx=tpath, search_onnx=spath, checkpoint=ckpt, **fusion)
