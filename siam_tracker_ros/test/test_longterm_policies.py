@@ -142,6 +142,19 @@ def test_confidence_is_a_logistic_model_of_the_cues():
     assert est(Cues(0.9, 18.0, 0.0, appearance=1.0)) > high
 
 
+def test_appearance_level_moves_per_found_frame_however_often_it_is_measured():
+    every, sparse = (ConfidenceEstimator(TrackerConfig().confidence) for _ in range(2))
+    for est in (every, sparse):
+        est.calibrate(Cues(0.9, 18.0, 0.0))
+    for frame in range(1, 7):        # a target turning: 0.4 every frame, measured every 3rd
+        every.follow_appearance(Cues(0.9, 18.0, 0.0, appearance=0.4))
+        sparse.follow_appearance(Cues(0.9, 18.0, 0.0,
+                                      appearance=0.4 if frame % 3 == 0 else None))
+        if frame % 3 == 0:
+            assert sparse.recent_appearance == pytest.approx(every.recent_appearance)
+    assert every.recent_appearance == pytest.approx(0.4 + 0.6 * 0.7 ** 6)
+
+
 def test_peak_to_sidelobe_prefers_a_single_peak():
     one = np.zeros((15, 15))
     one[7, 7] = 1.0

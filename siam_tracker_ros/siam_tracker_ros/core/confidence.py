@@ -107,6 +107,7 @@ class ConfidenceEstimator:
         self.reference = Reference(1.0, 1.0)
         self.recent_sharpness = 1.0
         self.recent_appearance = 1.0
+        self._unmeasured = 0
 
     def set_config(self, config) -> None:
         """Take new settings (run-time change)."""
@@ -119,16 +120,27 @@ class ConfidenceEstimator:
         self.reference = Reference(max(cues.score, 1e-3), max(cues.sharpness, 1e-3))
         self.recent_sharpness = self.reference.sharpness
         self.recent_appearance = 1.0
+        self._unmeasured = 0
 
     def observe(self, cues: Cues) -> None:
         """Follow the sharpness level of confident frames (slow running mean)."""
         self.recent_sharpness += RECENT_RATE * (cues.sharpness - self.recent_sharpness)
 
     def follow_appearance(self, cues: Cues) -> None:
-        """Follow the appearance level of found frames (fast running mean: gradual change)."""
-        if cues.appearance is not None:
-            self.recent_appearance += APPEARANCE_RATE * (cues.appearance
-                                                         - self.recent_appearance)
+        """
+        Follow the appearance level of found frames (fast running mean: gradual change).
+
+        Called on every found frame; the level moves at APPEARANCE_RATE per found frame
+        whether or not the appearance was measured on each: a measurement after k found
+        frames catches up by ``1 - (1 - rate)^k``, so a sparser check follows a turning
+        target as fast as a check on every frame.
+        """
+        self._unmeasured += 1
+        if cues.appearance is None:
+            return
+        k, self._unmeasured = self._unmeasured, 0
+        rate = APPEARANCE_RATE if k == 1 else 1.0 - (1.0 - APPEARANCE_RATE) ** k
+        self.recent_appearance += rate * (cues.appearance - self.recent_appearance)
 
     def features(self, cues: Cues) -> Dict[str, float]:
         """Return the model's inputs (clipped); the appearance ones only where measured."""
