@@ -12,7 +12,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from .base import BackendError, Features
+from .base import BackendError, Features, neighbour_features
 from ..core.manifest import ModelError, ModelSpec
 
 
@@ -67,13 +67,22 @@ class TorchBackend:
         if spec.arch not in NETS:
             raise BackendError(f'model {spec.name}: architecture {spec.arch!r} has no PyTorch '
                                f'definition here; known: {sorted(NETS)}')
+        self.temporal = spec.temporal_frames
+        temporal = None
         try:
-            net = load_weights(build_net(spec.arch), spec.path('checkpoint'), strict=True)
+            if self.temporal:
+                from ..nets.tafa_export import load_tafa_search
+                temporal = load_tafa_search(spec)
+                net = temporal.net.base
+            else:
+                net = load_weights(build_net(spec.arch), spec.path('checkpoint'), strict=True)
         except ModelError as exc:
             raise BackendError(f'torch backend cannot load model {spec.name}: {exc}') from exc
         net = net.to(device=self.device, dtype=self._dtype).eval()
         self._net = net
         self._template, self._search = net.split()
+        self._temporal_search = (None if temporal is None else
+                                 temporal.to(device=self.device, dtype=self._dtype).eval())
 
         mean = np.asarray(spec.input_mean, dtype=np.float32).reshape(1, 3, 1, 1)
         std = np.asarray(spec.input_std, dtype=np.float32).reshape(1, 3, 1, 1)
@@ -120,7 +129,13 @@ class TorchBackend:
 
     def track(self, features: Sequence[np.ndarray],
               search_crop: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Features + search crop (1, 3, X, X) -> (cls, reg) float32 copies."""
+        """
+        Features + search crop (1, 3, X, X) -> (cls, reg) float32 copies.
+
+        A temporal model's run with no earlier frame (see ``track_temporal``).
+        """
+        if self.temporal:
+            return self.track_temporal(features, search_crop, ())[:2]
         if isinstance(features, np.ndarray):
             features = (features,)
         x = self._input(search_crop, 'search')
@@ -128,3 +143,20 @@ class TorchBackend:
         with self._torch.inference_mode():
             cls, reg = self._search(x, *zf)
         return self._numpy(cls), self._numpy(reg)
+
+    def track_temporal(self, features: Sequence[np.ndarray], search_crop: np.ndarray,
+                       previous: Sequence[np.ndarray]
+                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features + search crop + earlier frames' xf (oldest first) -> (cls, reg, xf) copies."""
+        if self._temporal_search is None:
+            raise BackendError(f'model {self.spec.name} has no temporal search graph; use '
+                               'track()')
+        if isinstance(features, np.ndarray):
+            features = (features,)
+        x = self._input(search_crop, 'search')
+        zf = [self._tensor(f) for f in features]
+        neighbours = neighbour_features(previous, self.temporal)
+        prev = [] if neighbours is None else [self._tensor(f) for f in neighbours]
+        with self._torch.inference_mode():
+            cls, reg, xf = self._temporal_search(x, *zf, *prev)
+        return self._numpy(cls), self._numpy(reg), self._numpy(xf)

@@ -29,7 +29,11 @@ def _fetch(args) -> int:
 def _export(args) -> int:
     from ..nets.export import export_nanotrack
     version = int(args.arch.rsplit('v', 1)[-1])
-    spec = export_nanotrack(version, args.checkpoint, args.out)
+    if args.modules:
+        from ..nets.tafa_export import export_nanotrack_tafa
+        spec = export_nanotrack_tafa(version, args.checkpoint, args.modules, args.out)
+    else:
+        spec = export_nanotrack(version, args.checkpoint, args.out)
     print(f'exported {spec.name} ({spec.layout}) into {spec.root}')
     return 0
 
@@ -68,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument('arch', choices=['nanotrack-v1', 'nanotrack-v2', 'nanotrack-v3'])
     export.add_argument('--checkpoint', required=True, help='upstream nanotrackvN.pth')
     export.add_argument('--out', required=True, help='model directory to write')
+    export.add_argument('--modules', help="siam-train's modules.pth (with --checkpoint its "
+                        'model.pth): export the learned TAFA temporal shift into the search '
+                        'graph')
     export.set_defaults(handler=_export)
 
     info = sub.add_parser('info', help='print the manifest of a model directory')

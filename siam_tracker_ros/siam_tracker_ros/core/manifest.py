@@ -9,7 +9,7 @@ deep inside a runtime.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import hashlib
 import json
 from pathlib import Path
@@ -23,6 +23,15 @@ DECODERS = ('anchor_free', 'anchor')
 # backbone_head: one backbone graph for both crops plus a head(template_feat, search_feat).
 # template_search: a template encoder graph plus a search graph that takes the template features.
 LAYOUTS = {'backbone_head': ('backbone', 'head'), 'template_search': ('template', 'search')}
+# A temporal search graph (TAFA's channel shift, manifest 'temporal_frames' N > 0) also takes
+# the un-shifted search features of the N previous frames, t-1 first, and outputs frame t's.
+TEMPORAL_OUTPUT = 'xf'
+TEMPORAL_FRAMES = (0, 2)
+
+
+def temporal_inputs(frames: int) -> Tuple[str, ...]:
+    """Input names of a temporal search graph's previous features: xf_prev1 (t-1), ..."""
+    return tuple(f'xf_prev{i}' for i in range(1, int(frames) + 1))
 
 
 class ModelError(RuntimeError):
@@ -69,6 +78,8 @@ class ModelSpec:
     input_std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     anchors: Optional[AnchorSpec] = None
+    # Previous frames whose search features the search graph takes (0: not temporal).
+    temporal_frames: int = 0
 
     def path(self, role: str) -> Path:
         """Absolute path of the file playing ``role`` (e.g. 'backbone', 'head', 'checkpoint')."""
@@ -83,8 +94,8 @@ class ModelSpec:
         return LAYOUTS[self.layout]
 
     def to_manifest(self) -> Dict[str, Any]:
-        """Return the JSON-ready manifest of this spec."""
-        return {
+        """Return the JSON-ready manifest of this spec ('temporal_frames' only when > 0)."""
+        data = {
             'format_version': FORMAT_VERSION,
             'name': self.name,
             'family': self.family,
@@ -101,6 +112,9 @@ class ModelSpec:
             'files': {role: {'path': rel, 'sha256': self.sha256.get(role, '')}
                       for role, rel in self.files.items()},
         }
+        if self.temporal_frames:
+            data['temporal_frames'] = self.temporal_frames
+        return data
 
 
 def write_manifest(spec: ModelSpec) -> Path:
@@ -165,6 +179,15 @@ def load_manifest(root, verify: bool = True) -> ModelSpec:
         raise ModelError(f'{mpath}: missing field {exc}') from exc
     if spec.decoder == 'anchor' and spec.anchors is None:
         raise ModelError(f'{mpath}: an anchor decoder needs an "anchors" entry')
+    frames = data.get('temporal_frames', 0)
+    if frames not in TEMPORAL_FRAMES or isinstance(frames, bool):
+        raise ModelError(f'{mpath}: temporal_frames {frames!r} not in {TEMPORAL_FRAMES} (the '
+                         'previous frames a TAFA search graph takes); re-export the model')
+    if frames and spec.layout != 'template_search':
+        raise ModelError(f'{mpath}: temporal_frames needs the template_search layout, not '
+                         f'{spec.layout}')
+    if frames:
+        spec = replace(spec, temporal_frames=int(frames))
     if verify:
         verify_files(spec)
     return spec
