@@ -22,7 +22,7 @@ import numpy as np
 
 from .base import as_features, BackendError, Features, neighbour_features
 from .cuda import parse_device
-from ..core.manifest import ModelSpec, sha256_of, TEMPORAL_OUTPUT, temporal_inputs
+from ..core.manifest import ModelSpec, sha256_of, temporal_inputs, TEMPORAL_OUTPUT
 
 LOG = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import numpy as np
 from . import engine_build as eb
 from .base import as_features, BackendError, Features, neighbour_features
 from .cuda import cuda_api, parse_device
-from ..core.manifest import ModelSpec, TEMPORAL_OUTPUT, temporal_inputs
+from ..core.manifest import ModelSpec, temporal_inputs, TEMPORAL_OUTPUT
 
 __all__ = ['EngineLoadError', 'EngineRunner', 'TensorRTBackend', 'parse_device']
 

@@ -36,8 +36,8 @@ from .nanotrack import NanoTrack
 from .onnx_inspect import runtime_weight_convs
 from .registry import _numpy_safe_globals, build_net, load_weights
 from .train_net import LearnedModules, TrainNet
-from ..core.manifest import (load_manifest, ModelError, ModelSpec, TEMPORAL_OUTPUT,
-                             temporal_inputs, write_manifest)
+from ..core.manifest import (load_manifest, ModelError, ModelSpec, temporal_inputs,
+                             TEMPORAL_OUTPUT, write_manifest)
 
 PathLike = Union[str, Path]
 
