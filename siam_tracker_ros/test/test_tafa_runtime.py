@@ -21,15 +21,16 @@ from siam_tracker_ros.backends.base import BackendError, neighbour_features
 from siam_tracker_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from siam_tracker_ros.backends.torch_backend import TorchBackend
 from siam_tracker_ros.cli import siam_model
+from siam_tracker_ros.core.config import preset
 from siam_tracker_ros.core.manifest import load_manifest, ModelError, write_manifest
 from siam_tracker_ros.core.tracker import SiameseTracker
 from siam_tracker_ros.core.types import BBox
 from siam_tracker_ros.eval.metrics import iou
 from siam_tracker_ros.nets.export import export_nanotrack
+from siam_tracker_ros.nets.modules_file import read_modules
 from siam_tracker_ros.nets.onnx_inspect import runtime_weight_convs
-from siam_tracker_ros.nets.registry import build_net
-from siam_tracker_ros.nets.tafa_export import (build_tafa_net, check_tafa_search,
-                                               FEATURE_TOL, OUTPUT_TOL, read_learned)
+from siam_tracker_ros.nets.registry import build_net, load_weights
+from siam_tracker_ros.nets.tafa_export import check_tafa_search, FEATURE_TOL, OUTPUT_TOL, tafa_net
 from siam_tracker_ros.nets.train_net import LearnedModules, TrainNet
 from siam_tracker_ros.train.config import to_mapping
 from siam_tracker_ros.train.trainer import learned_state
@@ -39,6 +40,11 @@ V3_WEIGHTS = MODELS / 'nanotrack-v3' / 'nanotrackv3.pth'
 FRAMES = 60
 
 
+def _tafa_net(modules_path):
+    base = load_weights(build_net('nanotrack_v3'), V3_WEIGHTS)
+    return tafa_net(base, read_modules(modules_path, 'nanotrack_v3'), modules_path)
+
+
 def _write_modules(path, seed=0, **flags):
     modules = LearnedModules(tafa=True, **flags)
     torch.manual_seed(seed)
@@ -46,6 +52,8 @@ def _write_modules(path, seed=0, **flags):
     with torch.no_grad():
         net.tafa.gate.normal_(0.0, 0.5)
         net.tafa.fuse.weight.normal_(0.0, 0.1)
+        if net.st_fusion is not None:
+            net.st_fusion.gate.normal_(0.0, 0.3)
     torch.save({'modules': to_mapping(modules), 'state_dict': learned_state(net),
                 'arch': 'nanotrack_v3', 'step': 1}, path)
     return path
@@ -134,7 +142,7 @@ def test_export_writes_a_temporal_tensorrt_safe_search_graph(tafa_dir, base_dir)
 
 
 def test_onnxruntime_graph_matches_torch_trainnet(tafa_dir, modules_pth):
-    net = build_tafa_net('nanotrack_v3', V3_WEIGHTS, modules_pth)
+    net = _tafa_net(modules_pth)
     errors = check_tafa_search(net, tafa_dir / 'search.onnx', seed=3)
     assert set(errors) == {'cls', 'reg', 'xf'}
     # Against the TrainNet as training runs it: template (B, 1, ...), searches t-2, t-1, t.
@@ -249,6 +257,42 @@ def test_torch_backend_tracks_like_onnxruntime(tafa_dir, bag):
     assert np.abs(ort_boxes - torch_boxes).max() < 0.05
 
 
+def test_st_fusion_and_tafa_export_and_run_together(tmp_path, bag, capsys):
+    modules = _write_modules(tmp_path / 'modules.pth', st_fusion=True, st_memory=2)
+    out = tmp_path / 'model'
+    assert siam_model.main(['export', 'nanotrack-v3', '--checkpoint', str(V3_WEIGHTS),
+                            '--modules', str(modules), '--out', str(out)]) == 0
+    assert ('template-fusion graph of 2 memory slots, with a temporal search graph of 2 '
+            'previous frames') in capsys.readouterr().out
+    spec = load_manifest(out)
+    assert spec.name == 'nanotrack_v3-st-tafa'
+    assert spec.temporal_frames == 2 and spec.has_fusion and spec.fusion_memory == 2
+    assert sorted(spec.files) == ['checkpoint', 'fusion', 'modules', 'search', 'template']
+    ort_backend, torch_backend = OnnxRuntimeBackend(spec, threads=1), TorchBackend(spec)
+    for backend in (ort_backend, torch_backend):
+        assert backend.temporal == 2 and backend.has_fusion
+    z, x = bag_crops()
+    zf = ort_backend.encode_template(z)
+    zf2 = ort_backend.encode_template(np.ascontiguousarray(z[..., ::-1]))
+    fused = ort_backend.fuse_templates(zf, [zf, zf2])
+    want = torch_backend.fuse_templates(zf, [zf, zf2])
+    assert np.abs(fused[0] - want[0]).max() <= FEATURE_TOL * np.abs(want[0]).max()
+    assert np.abs(fused[0] - zf[0]).max() > 1e-3  # the fusion is not the identity
+    for got, ref in zip(ort_backend.track_temporal(fused, x, ()),
+                        torch_backend.track_temporal(fused, x, ())):
+        assert np.abs(got - ref).max() <= OUTPUT_TOL * np.abs(ref).max()
+    # The tracker runs both: the fused template and the previous frames' features.
+    frames, gt = bag
+    tracker = SiameseTracker(spec, ort_backend, spec.tracker.replace(**preset('update')))
+    tracker.init(frames[0], BBox(*gt[0]))
+    for frame in frames[1:20]:
+        tracker.update(frame)
+    assert tracker.updater.fusing and len(tracker.history) == 2
+    assert np.array_equal(tracker.features[0],
+                          ort_backend.fuse_templates(tracker.updater.initial,
+                                                     tracker.updater.memory_slots())[0])
+
+
 # ------------------------------------------------------------------------------------------
 # errors
 
@@ -256,20 +300,21 @@ def test_bad_modules_files_are_refused_clearly(tmp_path, modules_pth):
     corrupt = tmp_path / 'corrupt.pth'
     corrupt.write_bytes(modules_pth.read_bytes()[:200])
     with pytest.raises(ModelError, match='cannot read learned-modules file .*corrupt'):
-        read_learned(corrupt)
+        read_modules(corrupt)
     with pytest.raises(ModelError, match='does not exist'):
-        read_learned(tmp_path / 'missing.pth')
-    torch.save({'state_dict': {}}, tmp_path / 'plain.pth')
+        read_modules(tmp_path / 'missing.pth')
+    torch.save({'weights': {}}, tmp_path / 'plain.pth')
     with pytest.raises(ModelError, match='not a siam-train modules.pth'):
-        read_learned(tmp_path / 'plain.pth')
-    with pytest.raises(ModelError, match='also has feature_modulation'):
-        build_tafa_net('nanotrack_v3', V3_WEIGHTS,
-                       _write_modules(tmp_path / 'fm.pth', feature_modulation=True))
+        read_modules(tmp_path / 'plain.pth')
+    out = tmp_path / 'fm'
+    with pytest.raises(ModelError, match=r"\['feature_modulation'\] .*cannot be exported yet"):
+        export_nanotrack(3, V3_WEIGHTS, out,
+                         modules=_write_modules(tmp_path / 'fm.pth', feature_modulation=True))
     state = torch.load(modules_pth, weights_only=True)
     state['state_dict'].pop('tafa.gate')
     torch.save(state, tmp_path / 'short.pth')
     with pytest.raises(ModelError, match=r"missing \['tafa.gate'\]"):
-        build_tafa_net('nanotrack_v3', V3_WEIGHTS, tmp_path / 'short.pth')
+        _tafa_net(tmp_path / 'short.pth')
     out = tmp_path / 'out'
     assert siam_model.main(['export', 'nanotrack-v3', '--checkpoint', str(V3_WEIGHTS),
                             '--modules', str(corrupt), '--out', str(out)]) == 1

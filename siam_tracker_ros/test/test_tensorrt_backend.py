@@ -428,6 +428,59 @@ def test_reordered_engine_io_still_gives_cls_and_reg(standin, tiny_ts, tiny_bh, 
     backend.close()
 
 
+@pytest.fixture(scope='module')
+def tiny_fused(tmp_path_factory):
+    return models.fused(tmp_path_factory.mktemp('tiny') / 'fused', memory=2)
+
+
+def _memory(backend, seed):
+    return [backend.encode_template(z) for z in _crops(seed)[:1] + _crops(seed + 1)[:1]]
+
+
+def test_fusion_engine_matches_onnxruntime(standin, tiny_fused, tiny_ts, tmp_path):
+    """A model with a template-fusion graph gets a third engine, bound by its ONNX names."""
+    standin.controls.reverse_io = True
+    backend = _backend(tiny_fused, tmp_path, precision='fp32')
+    assert sorted(backend.engines) == ['fusion', 'search', 'template']
+    assert backend.has_fusion and all(e.built for e in backend.engines.values())
+    reference = OnnxRuntimeBackend(tiny_fused)
+    initial = backend.encode_template(_crops(7)[0])
+    memory = _memory(backend, 8)
+    got, = backend.fuse_templates(initial, memory)
+    want, = reference.fuse_templates(initial, memory)
+    assert got.shape == want.shape == (1, 4, 7, 7)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    swapped, = backend.fuse_templates(initial, memory[::-1])  # the slot order counts
+    assert np.abs(swapped - got).max() > 1e-3 * np.abs(got).max()
+    with pytest.raises(BackendError, match='memory slots'):
+        backend.fuse_templates(initial, memory[:1])
+    _assert_matches_onnxruntime(backend, tiny_fused)
+    backend.close()
+    again = _backend(tiny_fused, tmp_path, precision='fp32')
+    assert not any(e.built for e in again.engines.values())  # all three from the cache
+    again.close()
+    plain = _backend(tiny_ts, tmp_path, precision='fp32')
+    assert not plain.has_fusion and sorted(plain.engines) == ['search', 'template']
+    with pytest.raises(BackendError, match='no template-fusion graph'):
+        plain.fuse_templates(initial, memory)
+    plain.close()
+
+
+def test_fusion_engine_of_an_int8_model_is_fp16(standin, tiny_fused, tmp_path, capsys):
+    """The fusion graph is never calibrated: build-engine --int8 builds it as FP16."""
+    cache = tmp_path / 'cache'
+    assert _build(tiny_fused.root, '--int8', '--calib', _frames(tmp_path / 'f', 3),
+                  '--calib-count', 2, '--cache', cache) == mt.EXIT_OK
+    out = capsys.readouterr().out
+    assert '  fusion: ' in out
+    built = {eb.read_sidecar(p).key.precision: p.name for p in cache.glob('*.engine')}
+    assert sorted(built) == ['fp16', 'int8'] and 'fusion-fp16' in built['fp16']
+    assert len(list(cache.glob('*.engine'))) == 3
+    backend = _backend(tiny_fused, cache, precision='int8', build=False)
+    assert backend.has_fusion and backend.engines['fusion'].key.precision == 'fp16'
+    backend.close()
+
+
 def test_truncated_engine_is_rebuilt(standin, tiny_ts, tmp_path):
     _backend(tiny_ts, tmp_path).close()
     search = next(tmp_path.glob('*search-fp16-*.engine'))

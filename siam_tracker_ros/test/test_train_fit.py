@@ -10,6 +10,7 @@ import importlib.util
 from pathlib import Path
 
 import needs_torch  # noqa: F401
+import numpy as np
 import pytest
 from shared_data import MODELS, need, SEQUENCES
 from siam_tracker_ros.cli import siam_train
@@ -76,9 +77,24 @@ def test_fits_two_sequences(tmp_path, capsys):
                            start['ban_head.cls_logits.0.weight'])
     modules = torch.load(out / 'modules.pth', weights_only=True)
     assert modules['state_dict'] == {} and modules['arch'] == 'nanotrack_v3'
+    _check_curves(out, tmp_path, capsys)
     if importlib.util.find_spec('tensorboard') is None:
         return
     assert list((out / 'tensorboard').glob('events.out.tfevents.*'))
+
+
+def _check_curves(run, tmp_path, capsys):
+    """Check the run's learning curves; --curves overlays runs and refuses a non-run."""
+    cv2 = pytest.importorskip('cv2')
+    pytest.importorskip('matplotlib')
+    own = cv2.imread(str(run / 'learning_curves.png'))
+    assert own is not None and own.shape == (420, 1100, 3)
+    assert len(np.unique(own.reshape(-1, 3), axis=0)) > 50     # drawn, not blank
+    png = tmp_path / 'ablation.png'
+    assert siam_train.main(['--curves', str(png), '--run', f'a={run}', '--run', str(run)]) == 0
+    assert str(png) in capsys.readouterr().out and cv2.imread(str(png)) is not None
+    assert siam_train.main(['--curves', str(png), '--run', str(tmp_path / 'none')]) == 2
+    assert 'no train_log.csv' in capsys.readouterr().err
 
 
 def test_same_seed_same_losses_whatever_the_workers(tmp_path):
@@ -175,3 +191,25 @@ def test_cli_reports_bad_settings(tmp_path, capsys):
     argv = ['--set', f'model={V3}', '--set', 'data.sources=[]', '--out', str(tmp_path)]
     assert siam_train.main(argv) == 2
     assert 'data.sources is empty' in capsys.readouterr().err
+
+
+def test_module_lr_scale_moves_only_the_modules_rate(tmp_path):
+    """
+    optim.module_lr_scale scales the learned modules' steps, never the base head's.
+
+    One step: the zero-initialised fusion is the identity in both runs, so the gradients are
+    the same and only the step sizes differ.
+    """
+    states = {}
+    for scale in (1.0, 1e-6):
+        cfg = load_config(None, _small(['steps=1', 'batch_size=2', 'modules.st_fusion=true',
+                                        'modules.st_memory=1', 'optim.warmup_steps=0',
+                                        f'optim.module_lr_scale={scale}']))
+        result = train(cfg, tmp_path / str(scale), progress=False)
+        states[scale] = (read_state_dict(result.weights),
+                         torch.load(result.modules, weights_only=True)['state_dict'])
+    (head_a, mods_a), (head_b, mods_b) = states[1.0], states[1e-6]
+    for k in head_a:
+        assert torch.equal(head_a[k], head_b[k]), k    # the head takes the same steps
+    gate = next(k for k in mods_a if k.endswith('gate'))
+    assert float(mods_a[gate].abs().max()) > 1e3 * float(mods_b[gate].abs().max())

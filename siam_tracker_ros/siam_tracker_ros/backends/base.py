@@ -14,6 +14,13 @@ earlier frames' un-shifted search features, oldest first, as ``xf`` returned the
 tracker keeps them, as it keeps the template features); missing neighbours are filled as
 ``neighbour_features`` says. Its plain ``track`` is the run with no earlier frame. Backends
 of other models have ``temporal = 0`` (or no such attribute) and no ``track_temporal``.
+
+A model with a learned template-fusion graph (manifest role 'fusion') adds one call, run only
+when the template is updated: ``fuse_templates(initial, memory)`` gives the template features
+the search graph takes, from the initial template's features and the N latest template
+samples. Every built-in backend has it and says with ``has_fusion`` whether the model has the
+graph; calling it without one raises BackendError. A plugin backend without it is a backend
+without fusion (``runs_fusion``).
 """
 from __future__ import annotations
 
@@ -41,6 +48,51 @@ class Backend(Protocol):
     def track(self, features: Sequence[np.ndarray],
               search_crop: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Features + search crop (1, 3, X, X) -> (cls, reg) float32 NCHW maps."""
+
+
+class TemplateFusion(Protocol):
+    """The optional template-fusion call of a backend (see the module docstring)."""
+
+    has_fusion: bool
+
+    def fuse_templates(self, initial: Features, memory: Sequence[Features]) -> Features:
+        """Fuse the initial features with the N latest samples' features (oldest first)."""
+
+
+def runs_fusion(backend) -> bool:
+    """Return True when ``backend`` runs a learned template-fusion graph."""
+    return bool(getattr(backend, 'has_fusion', False))
+
+
+def no_fusion_error(model: str) -> BackendError:
+    """Return the error of ``fuse_templates`` on a model without a fusion graph."""
+    return BackendError(f'model {model} has no template-fusion graph (manifest role '
+                        '"fusion"); export one with `siam-model export ... --modules '
+                        'modules.pth`, or do not call fuse_templates (check has_fusion)')
+
+
+def fusion_feeds(initial: Features, memory: Sequence[Features],
+                 slots: int) -> Tuple[np.ndarray, np.ndarray]:
+    """
+    Return the fusion graph's inputs: zf_initial (1, C, h, w) and zf_memory (1, N, C, h, w).
+
+    ``initial`` and every entry of ``memory`` (exactly ``slots`` of them, oldest first) are
+    one-tensor template features of the same shape; BackendError otherwise.
+    """
+    initial = as_features(initial)
+    if len(initial) != 1 or initial[0].ndim != 4 or initial[0].shape[0] != 1:
+        raise BackendError(f'template fusion takes one (1, C, h, w) feature tensor, got '
+                           f'{[f.shape for f in initial]}')
+    if len(memory) != slots:
+        raise BackendError(f'the fusion graph takes {slots} memory slots, got {len(memory)}')
+    stacked = []
+    for sample in memory:
+        sample = as_features(sample)
+        if len(sample) != 1 or sample[0].shape != initial[0].shape:
+            raise BackendError(f'template fusion memory entries must match the initial '
+                               f'features {initial[0].shape}, got {[f.shape for f in sample]}')
+        stacked.append(sample[0])
+    return initial[0], np.ascontiguousarray(np.stack(stacked, axis=1))
 
 
 def as_features(arrays) -> Features:

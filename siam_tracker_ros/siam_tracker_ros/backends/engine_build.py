@@ -575,6 +575,21 @@ class CachedEngine:
     calibration: str = ''
 
 
+def engine_roles(spec: ModelSpec) -> Tuple[str, ...]:
+    """Return the graphs of ``spec`` that get an engine: its two, then 'fusion' if it has one."""
+    return tuple(spec.graph_roles) + (('fusion',) if spec.has_fusion else ())
+
+
+def role_precision(role: str, precision: str) -> str:
+    """
+    Return the precision the engine of ``role`` is built with for a model at ``precision``.
+
+    The template-fusion graph (attention, run on template updates only) is never calibrated:
+    in an INT8 model it is an FP16 engine.
+    """
+    return 'fp16' if role == 'fusion' and precision == 'int8' else precision
+
+
 def engine_stem(spec: ModelSpec, role: str) -> str:
     """Name one graph of a model in the cache: '<model name>-<role>'."""
     return re.sub(r'[^A-Za-z0-9._-]+', '_', f'{spec.name}-{role}')
@@ -599,7 +614,9 @@ def ensure_engines(spec: ModelSpec, precision: str = 'fp16',
     """
     Return engines for the graphs of model ``spec`` (role -> CachedEngine), cached or built.
 
-    ``roles`` limits the call to some graphs (default both). INT8 engines are never built
+    ``roles`` limits the call to some graphs (default ``engine_roles``: both, and the
+    template-fusion graph when the model has one, see ``role_precision``). INT8 engines are
+    never built
     implicitly: without ``calibration`` a missing INT8 engine is an error that says which
     command builds it. Under ``force`` a cached calibration table is not reused.
     """
@@ -609,21 +626,22 @@ def ensure_engines(spec: ModelSpec, precision: str = 'fp16',
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     batches: Optional[Batches] = None
     out: Dict[str, CachedEngine] = {}
-    for role in roles or spec.graph_roles:
+    for role in roles or engine_roles(spec):
         onnx_path = spec.path(role)
-        key = engine_key(onnx_path, info.trt_version, info.gpu_name, precision)
+        role_p = role_precision(role, precision)
+        key = engine_key(onnx_path, info.trt_version, info.gpu_name, role_p)
         stem = engine_stem(spec, role)
         hit = None if force else lookup_engine(cache_dir, stem, key)
         if hit is not None:
             out[role] = CachedEngine(role, hit, key, False, read_sidecar(hit).io)
             continue
-        if not allow_build or (precision == 'int8' and calibration is None):
-            raise BackendError(f'no usable {precision} engine for {spec.name} {role} in '
+        if not allow_build or (role_p == 'int8' and calibration is None):
+            raise BackendError(f'no usable {role_p} engine for {spec.name} {role} in '
                                f'{cache_dir}; build it with '
                                f'`{build_command(spec, precision, cache_dir)}`')
         calibrator = None
         table = None
-        if precision == 'int8':
+        if role_p == 'int8':
             if batches is None:
                 batches = calibration.load()
             if role not in batches:
@@ -632,8 +650,8 @@ def ensure_engines(spec: ModelSpec, precision: str = 'fp16',
             calibrator = make_calibrator(batches[role], cuda_api(device), table,
                                          read_cache=not force)
 
-        def build(path, calibrator=calibrator):
-            return build_engine(path, precision, spec.tracker.step.exemplar_size,
+        def build(path, calibrator=calibrator, role_p=role_p):
+            return build_engine(path, role_p, spec.tracker.step.exemplar_size,
                                 spec.tracker.step.instance_size, calibrator, workspace_mb)
 
         try:

@@ -20,7 +20,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .base import as_features, BackendError, Features, neighbour_features
+from .base import (as_features, BackendError, Features, fusion_feeds, neighbour_features,
+                   no_fusion_error)
 from .cuda import parse_device
 from ..core.manifest import ModelSpec, sha256_of, temporal_inputs, TEMPORAL_OUTPUT
 
@@ -125,12 +126,33 @@ def ort_trt_cache_dir(spec: ModelSpec, precision: str, cache_dir=None) -> Path:
     from .engine_build import default_cache_dir
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     parts = []
-    for role in spec.graph_roles:
+    roles = spec.graph_roles + (('fusion',) if spec.has_fusion else ())
+    for role in roles:
         digest = spec.sha256.get(role) or sha256_of(spec.path(role))
         parts.append(f'{role}={digest.lower()}')
     key = hashlib.sha256('|'.join(parts).encode('utf-8')).hexdigest()[:16]
     name = re.sub(r'[^A-Za-z0-9_.-]+', '_', spec.name) or 'model'
     return root / ORT_TRT_FOLDER / f'{name}-{key}-{precision}'
+
+
+def check_fusion_io(spec: ModelSpec, inputs: Sequence[Tuple[str, Sequence]],
+                    outputs: Sequence[str]) -> None:
+    """
+    Raise BackendError unless a fusion graph has the I/O of ``nets.fusion_export``.
+
+    Inputs ('zf_initial', (1, C, h, w)) and ('zf_memory', (1, N, C, h, w)) with N the
+    manifest's memory size, one output.
+    """
+    path = spec.path('fusion')
+    names = [n for n, _ in inputs]
+    if names != ['zf_initial', 'zf_memory'] or len(outputs) != 1:
+        raise BackendError(f'{path} has inputs {names} and outputs {list(outputs)}; a fusion '
+                           "graph takes ('zf_initial', 'zf_memory') and gives one output: "
+                           're-export the model (siam-model export ... --modules)')
+    shape = list(inputs[1][1])
+    if len(shape) != 5 or shape[1] != spec.fusion_memory:
+        raise BackendError(f'{path}: zf_memory has shape {shape}, the manifest says '
+                           f'{spec.fusion_memory} memory slots; re-export the model')
 
 
 def search_graph(backbone_path, head_path) -> bytes:
@@ -252,6 +274,12 @@ class OnnxRuntimeBackend:
                                  second_inputs[0])
         self._feature_names = [n for n in second_inputs if n != self._search_name
                                and n not in self._previous_names]
+        # The fusion graph runs on template updates only: one thread, like the template.
+        self._fusion = (self._session(ort, options(1), spec.path('fusion'))
+                        if spec.has_fusion else None)
+        if self._fusion is not None:
+            check_fusion_io(spec, [(i.name, i.shape) for i in self._fusion.get_inputs()],
+                            [o.name for o in self._fusion.get_outputs()])
         self.active_providers: List[str] = list(self._second.get_providers())
         self.provider = self.active_providers[0]
         self._report_providers()
@@ -297,6 +325,18 @@ class OnnxRuntimeBackend:
     def encode_template(self, crop: np.ndarray) -> Features:
         """Template crop -> features (all outputs of the first graph)."""
         return as_features(self._first.run(None, {self._first_in: self._prepare(crop)}))
+
+    @property
+    def has_fusion(self) -> bool:
+        """Whether the model has a template-fusion graph."""
+        return self._fusion is not None
+
+    def fuse_templates(self, initial: Features, memory: Sequence[Features]) -> Features:
+        """Fuse the initial template features with N samples (oldest first)."""
+        if self._fusion is None:
+            raise no_fusion_error(self.spec.name)
+        zf, mem = fusion_feeds(initial, memory, self.spec.fusion_memory)
+        return as_features(self._fusion.run(None, {'zf_initial': zf, 'zf_memory': mem}))
 
     def track(self, features: Sequence[np.ndarray],
               search_crop: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

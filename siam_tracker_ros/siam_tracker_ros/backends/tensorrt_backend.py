@@ -3,10 +3,11 @@ TensorRT backend (TensorRT 10 name-based API), for Jetson (JetPack 6) and deskto
 
 Small and conventional on purpose; it cannot run without an NVIDIA GPU:
 
-* one engine per ONNX graph of the model (``template``/``search`` or ``backbone``/``head``),
-  taken from the engine cache or built there (``engine_build``: FP32/FP16; INT8 engines are
-  built beforehand by ``siam-model build-engine --int8 --calib FRAMES``); an engine that
-  TensorRT cannot load is rebuilt when building is allowed;
+* one engine per ONNX graph of the model (``template``/``search`` or ``backbone``/``head``,
+  plus ``fusion`` for a model with a template-fusion graph), taken from the engine cache or
+  built there (``engine_build``: FP32/FP16; INT8 engines are built beforehand by
+  ``siam-model build-engine --int8 --calib FRAMES``, the fusion graph's as FP16); an engine
+  that TensorRT cannot load is rebuilt when building is allowed;
 * engine inputs and outputs are bound by the ONNX names recorded when the engine was built
   (TensorRT documents no order of an engine's I/O tensors);
 * device and pinned host buffers allocated once per engine, addresses bound once with
@@ -27,7 +28,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import engine_build as eb
-from .base import as_features, BackendError, Features, neighbour_features
+from .base import (as_features, BackendError, Features, fusion_feeds, neighbour_features,
+                   no_fusion_error)
 from .cuda import cuda_api, parse_device
 from ..core.manifest import ModelSpec, temporal_inputs, TEMPORAL_OUTPUT
 
@@ -205,12 +207,16 @@ class TensorRTBackend:
         self._stream: Optional[int] = None
         self._runtime = None
         self._runners: Dict[str, EngineRunner] = {}
+        self._fusion: Optional[EngineRunner] = None
         # The graphs TensorRT builds (the split export when the model's own cannot be built).
         self.model = eb.tensorrt_model(spec, self.cache_dir, allow_export=build)
         self.temporal = spec.temporal_frames
-        if self.model.temporal_frames != self.temporal:
-            raise BackendError(f'model {spec.name} is temporal but TensorRT cannot build its '
-                               'graphs as they are; re-export it (siam-model export --modules)')
+        if (self.model.temporal_frames != self.temporal
+                or (spec.has_fusion and not self.model.has_fusion)):
+            raise BackendError(f'model {spec.name}: its graphs need a re-export for TensorRT, '
+                               'which would drop its learned modules (template fusion, '
+                               'temporal search); export it with `siam-model export ... '
+                               '--modules` and use that folder')
         self._previous_names = list(temporal_inputs(self.temporal))
         info = eb.RuntimeInfo(str(trt.__version__), cuda.device_name())
         self.engines = eb.ensure_engines(self.model, precision, info=info,
@@ -220,7 +226,7 @@ class TensorRTBackend:
             with cuda.active():
                 self._stream = cuda.stream()
                 self._runtime = trt.Runtime(eb.trt_logger(trt))
-            for role in self.model.graph_roles:
+            for role in eb.engine_roles(self.model):
                 self._runners[role] = self._load(trt, role, info, build, index)
             self._bind()
         except BaseException:
@@ -235,7 +241,7 @@ class TensorRTBackend:
             return EngineRunner(trt, self._runtime, engine.path.read_bytes(), engine.io,
                                 self._cuda, self._stream, label)
         except EngineLoadError as exc:
-            if not build or self.precision == 'int8':
+            if not build or eb.role_precision(role, self.precision) == 'int8':
                 command = eb.build_command(self.model, self.precision, self.cache_dir)
                 raise BackendError(f'{exc} ({engine.path}); rebuild it: `{command} --force`') \
                     from exc
@@ -250,6 +256,12 @@ class TensorRTBackend:
     def _bind(self) -> None:
         first, second = (self._runners[r] for r in self.model.graph_roles)
         self._first, self._second = first, second
+        self._fusion = self._runners.get('fusion')
+        if self._fusion is not None and (set(self._fusion.inputs) != {'zf_initial', 'zf_memory'}
+                                         or len(self._fusion.outputs) != 1):
+            raise BackendError(f'{self.model.name}: the fusion engine has inputs '
+                               f'{self._fusion.inputs} and outputs {self._fusion.outputs}; '
+                               "expected ('zf_initial', 'zf_memory') and one output")
         if self.temporal:
             self._bind_temporal()
             return
@@ -318,6 +330,19 @@ class TensorRTBackend:
         first = self._first
         out = first.run({first.inputs[0]: self._prepare(crop)})
         return as_features([out[n] for n in first.outputs])
+
+    @property
+    def has_fusion(self) -> bool:
+        """Whether the model has a template-fusion engine."""
+        return self._fusion is not None
+
+    def fuse_templates(self, initial: Features, memory: Sequence[Features]) -> Features:
+        """Fuse the initial template features with N samples (oldest first)."""
+        if not self.has_fusion:
+            raise no_fusion_error(self.model.name)
+        zf, mem = fusion_feeds(initial, memory, self.model.fusion_memory)
+        out = self._fusion.run({'zf_initial': zf, 'zf_memory': mem})
+        return as_features([out[self._fusion.outputs[0]]])
 
     def track(self, features: Sequence[np.ndarray],
               search_crop: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

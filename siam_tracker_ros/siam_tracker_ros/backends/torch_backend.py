@@ -4,7 +4,10 @@ PyTorch backend: runs the network definitions in ``nets`` from a checkpoint.
 Slower than ONNX Runtime or TensorRT on the same device; it exists for parity checks against
 the exported graphs, for nets without an exported graph yet, and for CUDA without TensorRT.
 The model spec must name the architecture (``arch``, a key of ``nets.registry.NETS``) and hold
-a ``checkpoint`` file.
+a ``checkpoint`` file. A model with learned modules (a template fusion, a temporal search
+graph) runs them as the PyTorch modules rebuilt from the directory's ``modules.pth``; the
+torch backend needs no ONNX graph, so a spec naming just ``checkpoint`` and ``modules`` (with
+``fusion_memory`` / ``temporal_frames`` set) runs the same model (siam-train's validation).
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from .base import BackendError, Features, neighbour_features
+from .base import BackendError, Features, fusion_feeds, neighbour_features, no_fusion_error
 from ..core.manifest import ModelError, ModelSpec
 
 
@@ -68,21 +71,17 @@ class TorchBackend:
             raise BackendError(f'model {spec.name}: architecture {spec.arch!r} has no PyTorch '
                                f'definition here; known: {sorted(NETS)}')
         self.temporal = spec.temporal_frames
-        temporal = None
         try:
-            if self.temporal:
-                from ..nets.tafa_export import load_tafa_search
-                temporal = load_tafa_search(spec)
-                net = temporal.net.base
-            else:
-                net = load_weights(build_net(spec.arch), spec.path('checkpoint'), strict=True)
+            net = load_weights(build_net(spec.arch), spec.path('checkpoint'), strict=True)
         except ModelError as exc:
             raise BackendError(f'torch backend cannot load model {spec.name}: {exc}') from exc
         net = net.to(device=self.device, dtype=self._dtype).eval()
         self._net = net
         self._template, self._search = net.split()
-        self._temporal_search = (None if temporal is None else
-                                 temporal.to(device=self.device, dtype=self._dtype).eval())
+        self._temporal_search = None
+        self._fusion = None
+        if self.temporal or spec.has_fusion:
+            self._load_learned(spec, net)
 
         mean = np.asarray(spec.input_mean, dtype=np.float32).reshape(1, 3, 1, 1)
         std = np.asarray(spec.input_std, dtype=np.float32).reshape(1, 3, 1, 1)
@@ -93,6 +92,50 @@ class TorchBackend:
         self._std = torch.from_numpy(std).to(self.device)
         if warmup:
             self.warm_up()
+
+    def _load_learned(self, spec: ModelSpec, net) -> None:
+        """Rebuild the model's template fusion and / or temporal search from modules.pth."""
+        from ..nets.fusion_export import fusion_module
+        from ..nets.modules_file import check_exportable, read_modules
+        from ..nets.tafa_export import tafa_net, TafaSearch
+        parts = (('template fusion', spec.has_fusion), ('temporal search', self.temporal))
+        what = ' and '.join(name for name, on in parts if on)
+        try:
+            path = spec.path('modules')
+            learned = read_modules(path, spec.arch)
+            check_exportable(learned, path)
+            want = tuple(name for name, on in (('st_fusion', spec.has_fusion),
+                                               ('tafa', self.temporal)) if on)
+            if learned.runtime != want:
+                raise ModelError(f'{path} holds the modules {list(learned.runtime)}, the model '
+                                 f'runs {list(want)}; re-export it (siam-model export '
+                                 '--modules)')
+            if spec.has_fusion:
+                self._fusion = fusion_module(learned, path).to(device=self.device,
+                                                               dtype=self._dtype)
+            if self.temporal:
+                search = TafaSearch(tafa_net(net, learned, path))
+                self._temporal_search = search.to(device=self.device, dtype=self._dtype).eval()
+        except ModelError as exc:
+            raise BackendError(f'torch backend cannot load the {what} of model {spec.name}: '
+                               f'{exc}') from exc
+
+    @property
+    def has_fusion(self) -> bool:
+        """Whether the model has a template-fusion module."""
+        return self._fusion is not None
+
+    def fuse_templates(self, initial: Features, memory: Sequence[Features]) -> Features:
+        """Fuse the initial template features with N samples (oldest first)."""
+        if self._fusion is None:
+            raise no_fusion_error(self.spec.name)
+        zf, mem = fusion_feeds(initial, memory, self.spec.fusion_memory)
+        try:
+            with self._torch.inference_mode():
+                out = self._fusion(self._tensor(zf), self._tensor(mem))
+        except ValueError as exc:
+            raise BackendError(f'model {self.spec.name}: {exc}') from exc
+        return (self._numpy(out),)
 
     def warm_up(self) -> None:
         """Run one template + search pass on blank crops of the spec's exemplar/instance sizes."""

@@ -29,12 +29,13 @@ def _fetch(args) -> int:
 def _export(args) -> int:
     from ..nets.export import export_nanotrack
     version = int(args.arch.rsplit('v', 1)[-1])
-    if args.modules:
-        from ..nets.tafa_export import export_nanotrack_tafa
-        spec = export_nanotrack_tafa(version, args.checkpoint, args.modules, args.out)
-    else:
-        spec = export_nanotrack(version, args.checkpoint, args.out)
-    print(f'exported {spec.name} ({spec.layout}) into {spec.root}')
+    spec = export_nanotrack(version, args.checkpoint, args.out, modules=args.modules)
+    extra = ''.join(text for text, on in (
+        (f', with a template-fusion graph of {spec.fusion_memory} memory slots',
+         spec.has_fusion),
+        (f', with a temporal search graph of {spec.temporal_frames} previous frames',
+         spec.temporal_frames)) if on)
+    print(f'exported {spec.name} ({spec.layout}{extra}) into {spec.root}')
     return 0
 
 
@@ -70,11 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser('export', help='export a NanoTrack checkpoint (.pth) to split '
                             'TensorRT-ready ONNX graphs (template + search)')
     export.add_argument('arch', choices=['nanotrack-v1', 'nanotrack-v2', 'nanotrack-v3'])
-    export.add_argument('--checkpoint', required=True, help='upstream nanotrackvN.pth')
+    export.add_argument('--checkpoint', required=True, help='upstream nanotrackvN.pth, or a '
+                        "siam-train run's model.pth")
+    export.add_argument('--modules', help="a siam-train run's modules.pth: adds its learned "
+                        'template fusion (fusion.onnx) and / or TAFA temporal shift (in the '
+                        'search graph) when it has them')
     export.add_argument('--out', required=True, help='model directory to write')
-    export.add_argument('--modules', help="siam-train's modules.pth (with --checkpoint its "
-                        'model.pth): export the learned TAFA temporal shift into the search '
-                        'graph')
     export.set_defaults(handler=_export)
 
     info = sub.add_parser('info', help='print the manifest of a model directory')

@@ -43,7 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help='cpu, cuda or cuda:N (overrides the configuration)')
     p.add_argument('--steps', type=int, default=None, help='overrides steps')
     p.add_argument('--quiet', action='store_true', help='no progress on stderr')
+    p.add_argument('--curves', default=None, metavar='PNG',
+                   help='instead of training, draw the learning curves of the --run folders '
+                        'into one PNG (an ablation)')
+    p.add_argument('--run', dest='runs', action='append', default=[], metavar='[LABEL=]DIR',
+                   help='a finished run folder for --curves (label: the folder name unless '
+                        'given); may be repeated')
     return p
+
+
+def draw_curves(png: str, runs: Seq[str]) -> str:
+    """Overlay the learning curves of ``runs`` ('[LABEL=]DIR') into ``png``; its path."""
+    from pathlib import Path
+
+    from siam_tracker_ros.train.curves import write_learning_curves
+
+    if not runs:
+        raise ValueError('--curves needs at least one --run DIR')
+    folders = {}
+    for spec in runs:
+        label, _, folder = spec.rpartition('=')
+        folders[label or Path(folder).name] = folder
+    return str(write_learning_curves(folders, png))
 
 
 def main(argv: Optional[Seq[str]] = None) -> int:
@@ -53,6 +74,13 @@ def main(argv: Optional[Seq[str]] = None) -> int:
     def fail(message: str, status: int = 1) -> int:
         print(f'siam-train: error: {message}', file=sys.stderr)
         return status
+
+    if args.curves:
+        try:
+            print(f'learning curves: {draw_curves(args.curves, args.runs)}')
+        except (ValueError, OSError) as exc:
+            return fail(str(exc), 2)
+        return 0
 
     try:
         import torch  # noqa: F401

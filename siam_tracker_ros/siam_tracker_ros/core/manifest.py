@@ -34,6 +34,14 @@ def temporal_inputs(frames: int) -> Tuple[str, ...]:
     return tuple(f'xf_prev{i}' for i in range(1, int(frames) + 1))
 
 
+# Optional learned template fusion (nets.fusion_export): its graph, and the learned-module
+# state the torch backend runs it (and a temporal search side) from. A manifest naming them
+# has a 'fusion' entry with the graph's memory size N; every other model directory loads as
+# before.
+FUSION_ROLE = 'fusion'
+MODULES_ROLE = 'modules'
+
+
 class ModelError(RuntimeError):
     """A model directory is missing, incomplete or corrupt."""
 
@@ -80,6 +88,18 @@ class ModelSpec:
     anchors: Optional[AnchorSpec] = None
     # Previous frames whose search features the search graph takes (0: not temporal).
     temporal_frames: int = 0
+    fusion_memory: int = 0
+
+    @property
+    def has_fusion(self) -> bool:
+        """
+        Whether the model has a learned template fusion of ``fusion_memory`` slots.
+
+        A model directory has it exactly when it has a fusion graph (role 'fusion', checked by
+        ``load_manifest``); a spec built for the torch backend alone may have just its
+        ``modules`` file.
+        """
+        return self.fusion_memory > 0
 
     def path(self, role: str) -> Path:
         """Absolute path of the file playing ``role`` (e.g. 'backbone', 'head', 'checkpoint')."""
@@ -94,7 +114,7 @@ class ModelSpec:
         return LAYOUTS[self.layout]
 
     def to_manifest(self) -> Dict[str, Any]:
-        """Return the JSON-ready manifest of this spec ('temporal_frames' only when > 0)."""
+        """Return the JSON-ready manifest ('temporal_frames', 'fusion' only when used)."""
         data = {
             'format_version': FORMAT_VERSION,
             'name': self.name,
@@ -114,6 +134,8 @@ class ModelSpec:
         }
         if self.temporal_frames:
             data['temporal_frames'] = self.temporal_frames
+        if self.has_fusion:
+            data['fusion'] = {'memory': int(self.fusion_memory)}
         return data
 
 
@@ -165,6 +187,7 @@ def load_manifest(root, verify: bool = True) -> ModelSpec:
                 raise ModelError(f'{mpath}: layout {data["layout"]} needs a {role!r} file')
         inp = data.get('input', {})
         anchors = data.get('anchors')
+        memory = _fusion_memory(mpath, data, files)
         spec = ModelSpec(
             root=root, name=data['name'], family=data['family'], decoder=data['decoder'],
             layout=data['layout'], stride=int(data['stride']), files=files, sha256=hashes,
@@ -174,7 +197,8 @@ def load_manifest(root, verify: bool = True) -> ModelSpec:
             tracker=from_mapping(TrackerConfig, data.get('tracker', {})),
             anchors=None if not anchors else AnchorSpec(
                 tuple(float(r) for r in anchors['ratios']),
-                tuple(float(s) for s in anchors['scales'])))
+                tuple(float(s) for s in anchors['scales'])),
+            fusion_memory=memory)
     except KeyError as exc:
         raise ModelError(f'{mpath}: missing field {exc}') from exc
     if spec.decoder == 'anchor' and spec.anchors is None:
@@ -191,6 +215,20 @@ def load_manifest(root, verify: bool = True) -> ModelSpec:
     if verify:
         verify_files(spec)
     return spec
+
+
+def _fusion_memory(mpath: Path, data: Mapping[str, Any], files: Mapping[str, str]) -> int:
+    """Return N of the manifest's 'fusion' entry (0 without a fusion graph); check it."""
+    entry = data.get('fusion')
+    if FUSION_ROLE not in files:
+        if entry:
+            raise ModelError(f'{mpath}: a "fusion" entry but no {FUSION_ROLE!r} file')
+        return 0
+    memory = entry.get('memory') if isinstance(entry, Mapping) else None
+    if not isinstance(memory, int) or isinstance(memory, bool) or memory < 1:
+        raise ModelError(f'{mpath}: a {FUSION_ROLE!r} file needs a "fusion" entry with the '
+                         f'memory size, e.g. {{"memory": 3}}; got {entry!r}')
+    return memory
 
 
 def verify_files(spec: ModelSpec) -> None:

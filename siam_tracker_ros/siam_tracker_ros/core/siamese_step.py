@@ -73,16 +73,20 @@ class SiameseStep:
         s_z = context_size(size[0], size[1], cfg.context_amount)
         return cfg.exemplar_size / s_z, s_z * (cfg.instance_size / cfg.exemplar_size)
 
-    def template_crop(self, image: np.ndarray, center, size) -> np.ndarray:
-        """Cut the template window of a target at ``center`` with ``size`` (what init encodes)."""
+    def template_crop(self, image: np.ndarray, center, size, pad_color=None) -> np.ndarray:
+        """
+        Cut the template window of a target at ``center`` with ``size`` (what init encodes).
+
+        Padded with ``pad_color``, by default the first frame's (``self.pad_color``).
+        """
         s_z = round(context_size(size[0], size[1], self.config.context_amount))
         return crop_window(image, center, max(int(s_z), 1), self.config.exemplar_size,
-                           self.pad_color)
+                           self.pad_color if pad_color is None else pad_color)
 
-    def encode(self, image: np.ndarray, center, size) -> Features:
-        """Template features of the box at ``center`` with ``size``."""
+    def encode(self, image: np.ndarray, center, size, pad_color=None) -> Features:
+        """Template features of the box at ``center`` with ``size`` (see template_crop)."""
         crop = self.template_crop(image, np.asarray(center, dtype=np.float64),
-                                  np.asarray(size, dtype=np.float64))
+                                  np.asarray(size, dtype=np.float64), pad_color)
         return tuple(self.backend.encode_template(to_blob(crop)))
 
     def search_crop(self, image: np.ndarray, center, size) -> Tuple[np.ndarray, float]:

@@ -7,14 +7,24 @@ confident, distractor-free frames whose new sample still resembles the initial t
 (cosine similarity of the features), and the tracker matches with
 ``w0 * z_0 + (1 - w0) * z_t``. A sample costs one template-branch run, so it is taken at most
 every ``update_interval`` frames.
+
+With a learned template fusion (DASTSiam ST, a model whose backend runs a fusion graph) the
+same gated samples go into a FIFO memory of N slots instead, and the tracker matches with
+``fuse(z_0, memory)``: slots not filled yet hold ``z_0`` (as in training and
+``nets.fusion_export``), so from the first frame on the template is the fused one. The moving
+average's ``rate`` and ``init_weight`` do not apply; ``interval`` > 0 switches it on.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from collections import deque
+from typing import Callable, Deque, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 Features = Tuple[np.ndarray, ...]
+# (initial features, N memory samples oldest first) -> fused features: a backend's
+# fuse_templates.
+Fuse = Callable[[Features, Sequence[Features]], Features]
 
 
 def cosine(a: Features, b: Features) -> float:
@@ -28,8 +38,18 @@ def cosine(a: Features, b: Features) -> float:
 class TemplateUpdater:
     """Holds the initial and the accumulated template; gives the template to match with."""
 
-    def __init__(self, config):
-        """Read an UpdateConfig."""
+    def __init__(self, config, fuse: Optional[Fuse] = None, slots: int = 0):
+        """
+        Read an UpdateConfig.
+
+        ``fuse`` (with ``slots`` >= 1, the fusion graph's memory size N) replaces the moving
+        average by the learned template fusion.
+        """
+        if fuse is not None and slots < 1:
+            raise ValueError(f'a template fusion needs >= 1 memory slot, got {slots}')
+        self.fuse = fuse
+        self.slots = int(slots) if fuse is not None else 0
+        self.memory: Deque[Features] = deque(maxlen=max(self.slots, 1))
         self.initial: Features = ()
         self.accumulated: Features = ()
         self.current: Features = ()
@@ -44,21 +64,46 @@ class TemplateUpdater:
         self.init_weight = config.init_weight
         self.min_confidence = config.min_confidence
         self.min_agreement = config.min_agreement
-        if self.updates:
+        if self.fuse is not None:
+            if self.initial and self.fusing != (self.current is not self.initial):
+                self._refresh()
+        elif self.updates:
             self._mix()
 
     @property
     def enabled(self) -> bool:
         """Return True when updates are taken at all."""
+        if self.fuse is not None:
+            return self.interval > 0
         return self.interval > 0 and self.rate > 0 and self.init_weight < 1
+
+    @property
+    def fusing(self) -> bool:
+        """Return True when the template in use is the learned fusion's."""
+        return self.fuse is not None and self.enabled
 
     def reset(self, features: Features) -> None:
         """Start from the initial template."""
         self.initial = tuple(np.asarray(f, dtype=np.float32) for f in features)
         self.accumulated = self.initial
         self.current = self.initial
+        self.memory.clear()
         self.updates = 0
         self.last_agreement = None
+        if self.fusing:
+            self._refresh()
+
+    def memory_slots(self) -> List[Features]:
+        """Return the fusion memory, oldest first, unfilled slots holding the initial features."""
+        return [self.initial] * (self.slots - len(self.memory)) + list(self.memory)
+
+    def _refresh(self) -> None:
+        """Recompute the fused template (or fall back to the initial one when off)."""
+        if self.fusing:
+            self.current = tuple(np.ascontiguousarray(f, dtype=np.float32)
+                                 for f in self.fuse(self.initial, self.memory_slots()))
+        else:
+            self.current = self.initial
 
     def due(self, frame: int, confidence: float, distractor_free: bool) -> bool:
         """Whether this frame should be sampled (the caller then encodes the box)."""
@@ -71,6 +116,11 @@ class TemplateUpdater:
         self.last_agreement = cosine(sample, self.initial)
         if self.last_agreement < self.min_agreement:
             return False
+        if self.fuse is not None:
+            self.memory.append(sample)
+            self.updates += 1
+            self._refresh()
+            return True
         a = np.float32(self.rate)
         self.accumulated = tuple((1 - a) * z + a * f for z, f in zip(self.accumulated, sample))
         self.updates += 1
@@ -85,4 +135,4 @@ class TemplateUpdater:
     @property
     def changed(self) -> bool:
         """Return True when the template in use differs from the initial one."""
-        return self.updates > 0
+        return self.updates > 0 or self.current is not self.initial

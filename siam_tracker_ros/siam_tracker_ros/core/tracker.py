@@ -6,7 +6,9 @@ The long-term tracker: the plain Siamese step, wrapped by the long-term controll
 objects around the step, each configured by one group of TrackerConfig and each off in the
 'plain' preset (which then reproduces the authors' boxes bit for bit):
 
-* ``TemplateUpdater`` (update_*): gated moving-average template update, initial template kept;
+* ``TemplateUpdater`` (update_*): gated moving-average template update, initial template kept
+  (with a model whose backend runs a learned template-fusion graph: the same gated samples
+  feed the fusion's memory, and the template is the fused one);
 * ``ConfidenceEstimator`` (conf_*): P(IoU >= 0.5) of the chosen box from the peak score, its
   sharpness, motion plausibility, the distractor factor and (on some frames) the appearance
   of the box against the initial template; ``found_threshold`` is compared with it in every
@@ -115,7 +117,8 @@ class SiameseTracker:
         self.last_result: Optional[TrackResult] = None
         self.last_stage_ms: Dict[str, float] = {}
         self.frame_index = 0
-        self.updater = TemplateUpdater(self._config.update)
+        fuse = backend.fuse_templates if getattr(backend, 'has_fusion', False) else None
+        self.updater = TemplateUpdater(self._config.update, fuse, spec.fusion_memory)
         self.estimator = ConfidenceEstimator(self._config.confidence)
         self.distractors = DistractorMemory(self._config.distractor)
         self.kalman = ConstantVelocityKalman()
@@ -165,6 +168,8 @@ class SiameseTracker:
         self.distractors.set_config(config.distractor)
         if self.state != TrackState.IDLE and not self.updater.enabled and self.updater.changed:
             self.updater.reset(self.updater.initial)
+            self.features = self.updater.current
+        elif self.state != TrackState.IDLE and self.updater.fuse is not None:
             self.features = self.updater.current
 
     def check_crop_sizes(self, config: TrackerConfig) -> None:
@@ -306,6 +311,8 @@ class SiameseTracker:
         self.step.pad_color = tuple(float(np.floor(c)) for c in cv2.mean(image)[:3])
         self.features = self.step.encode(image, self.center, self.size)
         self.updater.reset(self.features)
+        if self.updater.fusing:
+            self.features = self.updater.current
         self.history.clear()
         self.distractors.clear()
         self.kalman.reset(self.center, self.size)
@@ -577,8 +584,20 @@ class SiameseTracker:
             self.distractors.observe(points, (self.center[0], self.center[1]),
                                      self._target_side(), self.frame_index)
         if self.updater.due(self.frame_index, confidence, distractor_free):
-            if self.updater.offer(self.step.encode(image, self.center, self.size)):
+            if self.updater.offer(self._update_sample(image)):
                 self.features = self.updater.current
+
+    def _update_sample(self, image: np.ndarray):
+        """
+        Return the template features of the tracked box, for the template update.
+
+        A fusion sample is cut as training cuts its history templates (train/pairs.py): the
+        same window, padded with this frame's mean colour (floored), not the first frame's.
+        """
+        pad = None
+        if self.updater.fusing:
+            pad = tuple(float(np.floor(c)) for c in cv2.mean(image)[:3])
+        return self.step.encode(image, self.center, self.size, pad)
 
     def _best_in(self, image: np.ndarray, center, features, verify: bool = True) -> Candidate:
         """Run one search window and judge its best candidate (no cosine window, no jump)."""

@@ -7,11 +7,16 @@ of the last N template crops (oldest first; slots not filled yet hold the initia
 output ``zf`` (1, C, h, w), the fused template features the search graph takes as its ``zf``
 input. Shapes are static and the attention is MatMul/Softmax with constant weights: the graph
 has no Conv at all, and ``runtime_weight_convs`` must find none.
+
+A fine-tuned model's learned modules come from siam-train's ``modules.pth``, which
+``nets.modules_file.read_modules`` reads; ``fusion_module`` rebuilds the ST module from it (for
+the export, and for the torch backend from a model directory's copy).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Dict, Tuple, Union
 
 import numpy as np
 import onnx
@@ -19,7 +24,9 @@ import torch
 
 from .export import export_onnx, ExportError, fold_constants
 from .modules.st_fusion import STFusion
+from .modules_file import LearnedFile, MODULES_FILE
 from .onnx_inspect import runtime_weight_convs
+from ..core.manifest import ModelError
 
 PathLike = Union[str, Path]
 
@@ -28,6 +35,30 @@ FUSION_INPUTS = ('zf_initial', 'zf_memory')
 FUSION_OUTPUT = 'zf'
 # Relative to the largest reference value, as the template-feature check of the split export.
 FUSION_TOL = 2e-4
+_FUSION_PREFIX = 'st_fusion.'
+
+
+def fusion_module(learned: LearnedFile, path: PathLike = MODULES_FILE) -> STFusion:
+    """Rebuild the ST fusion module of ``learned`` in eval mode (ModelError when it has none)."""
+    state = learned.module_state('st_fusion')
+    if not learned.config.st_fusion or 'pos' not in state or 'attn.q.weight' not in state:
+        raise ModelError(f'{path} has no trained st_fusion module (train with '
+                         '--set modules.st_fusion=true)')
+    positions, channels = (int(d) for d in state['pos'].shape)
+    side = math.isqrt(positions)
+    if side * side != positions:
+        raise ModelError(f'{path}: st_fusion.pos has {positions} positions, not a square map')
+    module = STFusion(channels, (side, side), int(state['attn.q.weight'].shape[0]))
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f'{path}: the st_fusion state does not fit the module: {exc}') from exc
+    return module.eval()
+
+
+def fusion_state(module: STFusion) -> Dict[str, torch.Tensor]:
+    """Return ``module``'s state under the names TrainNet gives it (``st_fusion.*``)."""
+    return {_FUSION_PREFIX + k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
 def fusion_inputs(module: STFusion, memory: int,

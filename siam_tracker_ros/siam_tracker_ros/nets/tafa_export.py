@@ -2,7 +2,8 @@
 A NanoTrack model fine-tuned with TAFA's temporal shift: its search graph, export and check.
 
 ``siam-train ... --set modules.tafa=true`` writes ``model.pth`` (the base NanoTrack weights) and
-``modules.pth`` (``{'modules': LearnedModules fields, 'state_dict': the modules' state}``).
+``modules.pth`` (read by ``nets.modules_file``); ``siam-model export --modules``
+(``nets.export.export_nanotrack``) writes the search graph below in place of the base one.
 The shift (``nets.modules.tafa.TemporalShift``) sits on the search side, so only the search
 graph changes (the template graph is the base one):
 
@@ -20,97 +21,55 @@ the backends apply it (``backends.base.neighbour_features``).
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-import shutil
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Dict, Tuple, Union
 
 import numpy as np
 import onnx
 import torch
 import torch.nn as nn
 
-from .export import (CHECKPOINT_FILE, export_onnx, ExportError, fold_constants,
-                     nanotrack_tracker_config, SEARCH_FILE, TEMPLATE_FILE, write_model_dir)
+from .export import export_onnx, ExportError, fold_constants
+from .modules_file import LearnedFile, MODULES_FILE
 from .nanotrack import NanoTrack
 from .onnx_inspect import runtime_weight_convs
-from .registry import _numpy_safe_globals, build_net, load_weights
 from .train_net import LearnedModules, TrainNet
-from ..core.manifest import (load_manifest, ModelError, ModelSpec, temporal_inputs,
-                             TEMPORAL_OUTPUT, write_manifest)
+from ..core.manifest import ModelError, temporal_inputs, TEMPORAL_OUTPUT
 
 PathLike = Union[str, Path]
 
-MODULES_FILE = 'modules.pth'
 FRAMES = 2                      # TAFA's neighbours: t-1 and t-2
 PREVIOUS_INPUTS = temporal_inputs(FRAMES)
 # As the split export's checks: template / backbone features and the head's outputs, each
 # relative to the largest torch value.
 FEATURE_TOL = 2e-4
 OUTPUT_TOL = 1e-3
-# Modules that would change the exported graphs in ways this export does not implement.
-_UNSUPPORTED = ('st_fusion', 'da_attention', 'feature_modulation', 'layer_aggregation')
 
 
-def read_learned(path: PathLike) -> Tuple[LearnedModules, Dict[str, torch.Tensor], str]:
+def tafa_net(base: NanoTrack, learned: LearnedFile, path: PathLike = MODULES_FILE) -> TrainNet:
     """
-    Read a ``modules.pth`` written by siam-train: (settings, module state, base arch).
+    Return the eval-mode ``TrainNet`` of ``base`` plus the TAFA shift of ``learned``.
 
-    Raises ModelError saying what is wrong when the file is missing, unreadable or not such a
-    file.
+    Only the ``tafa.*`` part of the state is used (the other modules run elsewhere or not at
+    all, see ``nets.modules_file``); ModelError when ``learned`` has no TAFA module or its
+    state does not fit.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f'learned-modules file {path} does not exist (siam-train writes '
-                         'modules.pth beside model.pth)')
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
-        raise ModelError(f'cannot read learned-modules file {path}: {exc}; the file may be '
-                         'corrupt: copy modules.pth from the siam-train run again') from exc
-    if not (isinstance(obj, Mapping) and isinstance(obj.get('modules'), Mapping)
-            and isinstance(obj.get('state_dict'), Mapping)):
-        raise ModelError(f'{path} is not a siam-train modules.pth (a dict with "modules" '
-                         'settings and a "state_dict")')
-    try:
-        modules = LearnedModules(**dict(obj['modules']))
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f'{path}: bad learned-module settings: {exc}') from exc
-    return modules, dict(obj['state_dict']), str(obj.get('arch', ''))
-
-
-def build_tafa_net(arch: str, checkpoint: PathLike, modules_path: PathLike) -> TrainNet:
-    """
-    Return the eval-mode ``TrainNet`` of base ``checkpoint`` plus the TAFA shift of a modules.pth.
-
-    Only TAFA may change the graphs: settings with other graph-changing modules on (ST fusion,
-    DA attention, feature modulation, layer aggregation) and settings without TAFA are
-    refused with a ModelError (the margin and adversarial-dropout terms are training-only).
-    """
-    modules, state, trained_arch = read_learned(modules_path)
-    if trained_arch and arch and trained_arch != arch:
-        raise ModelError(f'{modules_path} was trained on {trained_arch}, not {arch}')
-    if not modules.tafa:
-        raise ModelError(f'{modules_path} has no TAFA module (modules.tafa is false); export '
-                         'the base weights without it')
-    others = [name for name in _UNSUPPORTED if getattr(modules, name)]
-    if others:
-        raise ModelError(f'{modules_path} also has {", ".join(others)}, which this export '
-                         'cannot put into the graphs yet; train with modules.tafa alone')
-    base = load_weights(build_net(arch), checkpoint, strict=True)
+    if not learned.config.tafa:
+        raise ModelError(f'{path} has no TAFA module (modules.tafa is false)')
     if not isinstance(base, NanoTrack):
-        raise ModelError(f'TAFA export needs a NanoTrack net, not {arch}')
-    net = TrainNet(base, modules)
-    own = {k: v for k, v in net.state_dict().items() if not k.startswith('base.')}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+        raise ModelError(f'TAFA needs a NanoTrack net, not {type(base).__name__}')
+    net = TrainNet(base, LearnedModules(tafa=True, tafa_channels=learned.config.tafa_channels))
+    own = net.tafa.state_dict()
+    state = learned.module_state('tafa')
+    missing = sorted(f'tafa.{k}' for k in set(own) - set(state))
+    unexpected = sorted(f'tafa.{k}' for k in set(state) - set(own))
+    wrong = [f'tafa.{k}' for k in own
+             if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong:
-        raise ModelError(f'{modules_path} does not match the TAFA module of {arch}: missing '
+        raise ModelError(f'{path} does not match the TAFA module of this net: missing '
                          f'{missing[:6]}, unexpected {unexpected[:6]}, other shapes '
                          f'{wrong[:6]}')
-    net.load_state_dict(state, strict=False)
+    net.tafa.load_state_dict(state)
     return net.eval()
 
 
@@ -215,62 +174,3 @@ def check_tafa_search(net: TrainNet, path: PathLike, seed: int = 1) -> Dict[str,
                               f'{tol} * peak {peak:.3g}')
         errors[name] = err
     return errors
-
-
-def export_nanotrack_tafa(version: int, checkpoint: PathLike, modules_path: PathLike,
-                          out_dir: PathLike, opset: int = 17, name: Optional[str] = None,
-                          verify: bool = True) -> ModelSpec:
-    """
-    Write a model directory for NanoTrack v``version`` fine-tuned with TAFA.
-
-    ``out_dir`` receives template.onnx (the base template encoder), search.onnx (the temporal
-    search graph), checkpoint.pth (the base weights), modules.pth (the learned state) and a
-    manifest with ``temporal_frames: 2``. With ``verify`` the search graph is checked against
-    torch in ONNX Runtime (``check_tafa_search``). Returns the verified ModelSpec.
-    """
-    arch = f'nanotrack_v{version}'
-    tracker = nanotrack_tracker_config(version)
-    net = build_tafa_net(arch, checkpoint, modules_path)
-    root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    step = tracker.step
-    tpath = export_template(net.base, root / TEMPLATE_FILE, step.exemplar_size, opset)
-    spath = export_tafa_search(net, root / SEARCH_FILE, step.instance_size, step.exemplar_size,
-                               opset=opset)
-    if verify:
-        check_tafa_search(net, spath)
-    ckpt = root / CHECKPOINT_FILE
-    torch.save({'arch': arch, 'state_dict': net.base.state_dict()}, ckpt)
-    if Path(modules_path).resolve() != (root / MODULES_FILE).resolve():
-        shutil.copyfile(modules_path, root / MODULES_FILE)
-    spec = write_model_dir(root, name=name or f'{arch}-tafa', family='nanotrack', arch=arch,
-                           decoder='anchor_free', stride=16, tracker=tracker,
-                           template_onnx=tpath, search_onnx=spath, checkpoint=ckpt)
-    write_manifest(replace(spec, files={**spec.files, 'modules': MODULES_FILE},
-                           temporal_frames=FRAMES))
-    return load_manifest(root)
-
-
-def export_template(net: NanoTrack, path: Path, exemplar_size: int, opset: int = 17) -> Path:
-    """Export the base template encoder alone (the split export's template.onnx)."""
-    template, _ = net.eval().split()
-    gen = torch.Generator().manual_seed(0)
-    z = torch.rand(1, 3, exemplar_size, exemplar_size, generator=gen) * 255.0
-    with torch.no_grad():
-        export_onnx(template, (z,), path, ['template'], ['zf'], opset)
-    model = onnx.load(str(path))
-    if fold_constants(model):
-        onnx.save(model, str(path))
-    onnx.checker.check_model(str(path))
-    if runtime_weight_convs(path):
-        raise ExportError(f'{path}: Conv nodes with run-time weights')
-    return path
-
-
-def load_tafa_search(spec: ModelSpec) -> TafaSearch:
-    """Build the torch search side of a TAFA model directory (checkpoint + modules.pth)."""
-    if 'modules' not in spec.files:
-        raise ModelError(f'model {spec.name} ({spec.root}) is temporal but has no '
-                         f'{MODULES_FILE} (role "modules"), which the torch backend needs; '
-                         're-export it with siam-model export --modules')
-    return TafaSearch(build_tafa_net(spec.arch, spec.path('checkpoint'), spec.path('modules')))

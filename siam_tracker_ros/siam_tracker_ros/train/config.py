@@ -88,6 +88,9 @@ class OptimConfig:
     schedule: str = 'cosine'     # 'cosine' (to lr * min_lr_ratio) or 'constant'
     min_lr_ratio: float = 0.01
     grad_clip: float = 10.0      # clip the gradient norm (0 = off)
+    # The learned modules' lr = lr * this (they start at zero while the pretrained head must
+    # stay close to its weights).
+    module_lr_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -231,8 +234,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         problems.append('sampler shifts must be >= 0 and scale jitters in [0, 1)')
     if not 0 < s.centre_pos_radius <= s.centre_neg_radius:
         problems.append('sampler needs 0 < centre_pos_radius <= centre_neg_radius')
-    if cfg.optim.lr <= 0 or cfg.optim.warmup_steps < 0 or cfg.optim.grad_clip < 0:
-        problems.append('optim.lr must be > 0, warmup_steps and grad_clip >= 0')
+    if (cfg.optim.lr <= 0 or cfg.optim.module_lr_scale <= 0 or cfg.optim.warmup_steps < 0
+            or cfg.optim.grad_clip < 0):
+        problems.append('optim.lr and module_lr_scale must be > 0, warmup_steps and '
+                        'grad_clip >= 0')
     d = cfg.data
     if d.unique_pairs < 0 or d.num_workers < 0 or d.frame_cache < 0:
         problems.append('data.unique_pairs, num_workers and frame_cache must be >= 0')

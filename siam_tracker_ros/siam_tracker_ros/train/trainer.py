@@ -12,7 +12,9 @@ One run writes into its output folder:
   states, configuration);
 * ``model.pth``: the base network's state dict (``{'state_dict': ...}``, which
   ``nets.registry.load_weights`` reads strictly into ``build_net(arch)``) and ``modules.pth``:
-  the learned modules' settings and state dict.
+  the learned modules' settings and state dict;
+* ``learning_curves.png``: the smoothed training loss and the validation AUC (train/curves.py;
+  ``siam-train --curves OUT.png --run LABEL=DIR ...`` overlays several runs).
 
 Validation saves the current base weights and runs the tracker (core/tracker.py on the torch
 backend, exactly as siam-eval runs it) over the first ``val.max_frames`` frames of each
@@ -48,6 +50,7 @@ CHECKPOINT_FORMAT = 'siam-train-checkpoint'
 CHECKPOINT_VERSION = 1
 LOG_NAME = 'train_log.csv'
 VAL_LOG_NAME = 'val_log.csv'
+CURVES_NAME = 'learning_curves.png'
 WEIGHTS_NAME = 'model.pth'
 MODULES_NAME = 'modules.pth'
 PathLike = Union[str, Path]
@@ -419,12 +422,17 @@ def train(cfg: TrainConfig, out_dir: Optional[PathLike] = None,
     for module in ([base.backbone] if cfg.freeze_backbone else []) + [base.neck]:
         for p in module.parameters():       # NanoTrack's neck is never run
             p.requires_grad_(False)
-    params = [p for p in net.parameters() if p.requires_grad]
+    base_ids = {id(p) for p in base.parameters()}
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    groups = [{'params': [p for p in trainable if id(p) in base_ids], 'lr_scale': 1.0},
+              {'params': [p for p in trainable if id(p) not in base_ids],
+               'lr_scale': cfg.optim.module_lr_scale}]
+    groups = [g for g in groups if g['params']]
     o = cfg.optim
     if o.optimizer == 'adamw':
-        optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
     else:
-        optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum,
+        optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum,
                                     weight_decay=o.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
@@ -500,7 +508,7 @@ def train(cfg: TrainConfig, out_dir: Optional[PathLike] = None,
     for batch in loader:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
-            group['lr'] = lr
+            group['lr'] = lr * group['lr_scale']
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
             outputs = net(batch['templates'], batch['searches'])
@@ -519,7 +527,7 @@ def train(cfg: TrainConfig, out_dir: Optional[PathLike] = None,
         scaler.scale(loss).backward()
         if o.grad_clip:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trainable, o.grad_clip)
         scaler.step(optimizer)
         scaler.update()
         step += 1
@@ -550,6 +558,11 @@ def train(cfg: TrainConfig, out_dir: Optional[PathLike] = None,
                 'arch': base_model.arch, 'step': step}, weights)
     torch.save({'modules': to_mapping(cfg.modules), 'state_dict': learned_state(net),
                 'arch': base_model.arch, 'step': step}, modules)
+    try:
+        from .curves import write_learning_curves
+        write_learning_curves({out.name: out}, out / CURVES_NAME)
+    except ImportError:
+        notes.append(f'matplotlib is not installed: no {CURVES_NAME}')
     times = [r['seconds'] for r in rows[1:]] or [r['seconds'] for r in rows]
     return TrainResult(out_dir=out, step=step, losses=rows, val=val_rows, weights=weights,
                        modules=modules, checkpoint=checkpoint,

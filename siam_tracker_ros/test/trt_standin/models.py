@@ -8,7 +8,8 @@ bound to the wrong tensor changes the result:
   (search, zf0, zf1 -> cls, reg), static shapes, optional input mean/std;
 * ``backbone_head``: backbone.onnx with a free input height/width (as an imported upstream
   NanoTrack backbone) and head.onnx (input1 = template features, input2 = search features
-  -> output1 = cls, output2 = reg).
+  -> output1 = cls, output2 = reg);
+* ``fused``: a one-feature template/search model with a template-fusion graph (fusion.onnx).
 """
 from pathlib import Path
 
@@ -166,5 +167,53 @@ def template_search_temporal(root, seed=0) -> ModelSpec:
                      decoder='anchor_free', layout='template_search', stride=16,
                      files={'template': 'template.onnx', 'search': 'search.onnx'},
                      arch='tiny', tracker=TrackerConfig(), temporal_frames=2)
+    write_manifest(spec)
+    return load_manifest(root)
+
+
+def fused(root, memory=2, seed=0) -> ModelSpec:
+    """
+    Write a tiny template/search model with a template-fusion graph into ``root``.
+
+    template.onnx (template -> zf 1x4x7x7), search.onnx (search, zf -> cls, reg) and
+    fusion.onnx (zf_initial, zf_memory 1xNx4x7x7 -> zf = relu(conv(zf_initial)) + the mean of
+    the memory slots weighted by their position, so order and every slot count).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    _pool('template', 'tp', 16, nodes, inits)
+    _conv('t0', 'tp', 'zf', 3, 4, rng, nodes, inits)
+    _save(nodes, [_value('template', [1, 3, 127, 127])], [_value('zf', [1, 4, 7, 7])], inits,
+          root / 'template.onnx')
+    nodes, inits = [], []
+    _pool('search', 'sp', 16, nodes, inits)
+    _conv('s0', 'sp', 'xf', 3, 4, rng, nodes, inits)
+    _mean('zf', 'z0', nodes)
+    nodes += [helper.make_node('Mul', ['xf', 'z0'], ['xz'], name='mul_xz'),
+              helper.make_node('Relu', ['xz'], ['h'], name='relu_h')]
+    _conv('cls', 'h', 'cls', 4, 2, rng, nodes, inits)
+    _conv('reg', 'h', 'reg_raw', 4, 4, rng, nodes, inits)
+    nodes.append(helper.make_node('Relu', ['reg_raw'], ['reg'], name='relu_reg'))
+    _save(nodes, [_value('search', [1, 3, 255, 255]), _value('zf', [1, 4, 7, 7])],
+          [_value('cls', [1, 2, 15, 15]), _value('reg', [1, 4, 15, 15])], inits,
+          root / 'search.onnx')
+    nodes, inits = [], []
+    _conv('f0', 'zf_initial', 'fi', 4, 4, rng, nodes, inits)
+    weights = (np.arange(1, memory + 1, dtype=np.float32) / memory).reshape(1, memory, 1, 1, 1)
+    inits.append(numpy_helper.from_array(weights, 'slot_w'))
+    nodes += [helper.make_node('Relu', ['fi'], ['fr'], name='relu_f'),
+              helper.make_node('Mul', ['zf_memory', 'slot_w'], ['mw'], name='mul_slots'),
+              helper.make_node('ReduceMean', ['mw'], ['mm'], axes=[1], keepdims=0,
+                               name='mean_slots'),
+              helper.make_node('Add', ['fr', 'mm'], ['zf'], name='add_f')]
+    _save(nodes, [_value('zf_initial', [1, 4, 7, 7]), _value('zf_memory', [1, memory, 4, 7, 7])],
+          [_value('zf', [1, 4, 7, 7])], inits, root / 'fusion.onnx')
+    spec = ModelSpec(root=root.resolve(), name=f'tiny-fused{seed}', family='nanotrack',
+                     decoder='anchor_free', layout='template_search', stride=16,
+                     files={'template': 'template.onnx', 'search': 'search.onnx',
+                            'fusion': 'fusion.onnx'},
+                     arch='tiny', tracker=TrackerConfig(), fusion_memory=memory)
     write_manifest(spec)
     return load_manifest(root)
