@@ -309,3 +309,14 @@ def test_recipe_loads_and_overrides_apply():
         load_config(None, ['steps=1.5'])
     with pytest.raises(ConfigError, match='adv_dropout_budget must be in'):
         load_config(None, ['modules.adv_dropout_budget=1.5'])
+
+
+def test_gpu_recipe_is_pysot_scale_and_takes_the_data_roots():
+    recipe = RECIPE.with_name('nanotrack_v3_got10k_lasot_gpu.yaml')
+    cfg = load_config(recipe, ['data.sources=[{kind: got10k, root: /d/got10k}, '
+                               '{kind: lasot, root: /d/lasot}]'])
+    assert [(s.kind, s.root) for s in cfg.data.sources] == [('got10k', '/d/got10k'),
+                                                            ('lasot', '/d/lasot')]
+    assert cfg.device == 'cuda' and cfg.amp and cfg.batch_size == 32
+    assert cfg.steps == 5 * 600000 // 32          # 5 epochs of pysot's 600,000 pairs
+    assert cfg.optim.module_lr_scale > 1

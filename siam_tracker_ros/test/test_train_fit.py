@@ -15,7 +15,7 @@ import pytest
 from shared_data import MODELS, need, SEQUENCES
 from siam_tracker_ros.cli import siam_train
 from siam_tracker_ros.nets.registry import build_net, load_weights, read_state_dict
-from siam_tracker_ros.train.config import load_config
+from siam_tracker_ros.train.config import ConfigError, load_config
 from siam_tracker_ros.train.trainer import train
 import torch
 
@@ -213,3 +213,18 @@ def test_module_lr_scale_moves_only_the_modules_rate(tmp_path):
         assert torch.equal(head_a[k], head_b[k]), k    # the head takes the same steps
     gate = next(k for k in mods_a if k.endswith('gate'))
     assert float(mods_a[gate].abs().max()) > 1e3 * float(mods_b[gate].abs().max())
+
+
+def test_freeze_head_trains_only_the_modules(tmp_path):
+    cfg = load_config(None, _small(['steps=2', 'batch_size=2', 'freeze_head=true',
+                                    'modules.st_fusion=true', 'modules.st_memory=1',
+                                    'optim.warmup_steps=0']))
+    result = train(cfg, tmp_path / 'modules-only', progress=False)
+    trained, start = read_state_dict(result.weights), read_state_dict(V3 / 'nanotrackv3.pth')
+    assert trained.keys() == start.keys() and all(torch.equal(trained[k], start[k])
+                                                  for k in start)
+    gate = torch.load(result.modules, weights_only=True)['state_dict']['st_fusion.gate']
+    assert float(gate.abs().max()) > 0
+    with pytest.raises(ConfigError, match='nothing to train'):
+        train(load_config(None, _small(['steps=1', 'freeze_head=true'])), tmp_path / 'none',
+              progress=False)

@@ -99,7 +99,7 @@ class ConfidenceConfig:
         "verified with the initial template's score)", runtime=True,
         choices=('periodic', 'off'))
     appearance_interval: int = param(
-        3, "frames between appearance checks while confidently tracking ('periodic')",
+        1, "frames between appearance checks while confidently tracking ('periodic')",
         1, 10000, runtime=True)
     strong_score: float = param(
         0.5, 'peak score (times the distractor factor, relative to the first frame) at or above '

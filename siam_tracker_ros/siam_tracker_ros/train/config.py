@@ -127,6 +127,7 @@ class TrainConfig:
     batch_size: int = 16
     threads: int = 0             # torch CPU threads in the main process (0 = torch's default)
     freeze_backbone: bool = True
+    freeze_head: bool = False    # train only the learned modules (the rest of the base as given)
     freeze_bn: bool = True       # keep every BatchNorm's running statistics (small batches)
     checkpoint_every: int = 0    # also save a resumable checkpoint every N steps
     log_every: int = 10          # progress line every N steps (when not a terminal)

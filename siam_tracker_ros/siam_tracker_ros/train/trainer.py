@@ -370,6 +370,10 @@ def _set_train_mode(net: TrainNet, cfg: TrainConfig) -> None:
     net.train()
     if cfg.freeze_backbone:
         net.base.backbone.eval()
+    if cfg.freeze_head:
+        for name, module in net.base.named_children():
+            if name != 'backbone':
+                module.eval()
     if cfg.freeze_bn:
         for m in net.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -419,8 +423,11 @@ def train(cfg: TrainConfig, out_dir: Optional[PathLike] = None,
     except ModelError as exc:
         raise ConfigError(f'cannot start from {cfg.model}: {exc}') from exc
     net = TrainNet(base, cfg.modules).to(device)
-    for module in ([base.backbone] if cfg.freeze_backbone else []) + [base.neck]:
-        for p in module.parameters():       # NanoTrack's neck is never run
+    frozen = [base.backbone] if cfg.freeze_backbone else []
+    frozen += [m for name, m in base.named_children()
+               if name != 'backbone' and (cfg.freeze_head or name == 'neck')]
+    for module in frozen:                   # NanoTrack's neck is never run
+        for p in module.parameters():
             p.requires_grad_(False)
     base_ids = {id(p) for p in base.parameters()}
     trainable = [p for p in net.parameters() if p.requires_grad]
@@ -428,6 +435,9 @@ def train(cfg: TrainConfig, out_dir: Optional[PathLike] = None,
               {'params': [p for p in trainable if id(p) not in base_ids],
                'lr_scale': cfg.optim.module_lr_scale}]
     groups = [g for g in groups if g['params']]
+    if not groups:
+        raise ConfigError('nothing to train: freeze_head with no learned module that has '
+                          'parameters (switch one on under modules:)')
     o = cfg.optim
     if o.optimizer == 'adamw':
         optimizer = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
