@@ -278,12 +278,12 @@ def test_cli_export_reads_old_modules_files_with_their_run_config(tmp_path, caps
 
 
 def test_cli_export_refuses_modules_it_cannot_export(tmp_path, capsys):
-    root, _ = _run_folder(tmp_path / 'run', LearnedModules(st_fusion=True, tafa=True))
+    root, _ = _run_folder(tmp_path / 'run', LearnedModules(st_fusion=True, da_attention=True))
     assert siam_model.main(['export', 'nanotrack-v3', '--checkpoint', str(root / 'model.pth'),
                             '--modules', str(root / 'modules.pth'), '--out',
                             str(tmp_path / 'model')]) == 1
     err = capsys.readouterr().err
-    assert "['tafa']" in err and 'cannot be exported yet' in err
+    assert "['da_attention']" in err and 'cannot be exported yet' in err
     assert not (tmp_path / 'model').exists()
 
 

@@ -747,3 +747,75 @@ def test_tensorrt_matches_onnxruntime_on_a_gpu(trt_ready, alex_model, tmp_path, 
     again = _backend(alex_model, tmp_path, precision=precision)
     assert not any(e.built for e in again.engines.values())  # served from the cache
     again.close()
+
+
+# ------------------------------------------------------------------------------------------
+# a temporal (TAFA) search graph through the stand-ins
+
+@pytest.fixture(scope='module')
+def tiny_temporal(tmp_path_factory):
+    return models.template_search_temporal(tmp_path_factory.mktemp('tiny') / 'tt')
+
+
+@pytest.mark.parametrize('reverse', [False, True])
+def test_tensorrt_backend_runs_a_temporal_search_graph_like_onnxruntime(
+        standin, tiny_temporal, tmp_path, reverse):
+    """search, zf, xf_prev1, xf_prev2 -> cls, reg, xf, bound by name whatever the I/O order."""
+    standin.controls.reverse_io = reverse
+    backend = _backend(tiny_temporal, tmp_path, precision='fp32')
+    reference = OnnxRuntimeBackend(tiny_temporal)
+    assert backend.temporal == reference.temporal == 2
+    z, x = _crops(0)
+    feats, ref_feats = backend.encode_template(z), reference.encode_template(z)
+    earlier = [reference.track_temporal(ref_feats, _crops(s)[1], ())[2] for s in (1, 2)]
+    results = []
+    for previous in ((), earlier[:1], earlier):
+        got = backend.track_temporal(feats, x, previous)
+        want = reference.track_temporal(ref_feats, x, previous)
+        for name, g, w in zip(('cls', 'reg', 'xf'), got, want):
+            assert g.shape == w.shape, name
+            assert np.abs(g - w).max() <= 1e-5 * np.abs(w).max(), (name, len(previous))
+        results.append(got)
+    # Each neighbour changes the result; xf is the crop's own whatever came before.
+    assert np.abs(results[0][0] - results[1][0]).max() > 1e-4
+    assert np.abs(results[1][0] - results[2][0]).max() > 1e-4
+    assert np.array_equal(results[0][2], results[2][2])
+    # The plain track is the run with no earlier frame; outputs are copies.
+    cls, _ = backend.track(feats, x)
+    np.testing.assert_allclose(cls, results[0][0], rtol=0, atol=1e-6)
+    kept = cls.copy()
+    backend.track_temporal(feats, _crops(5)[1], earlier)
+    assert np.array_equal(cls, kept)
+    backend.close()
+
+
+def test_tensorrt_backend_refuses_track_temporal_on_a_plain_model(standin, tiny_ts, tmp_path):
+    backend = _backend(tiny_ts, tmp_path, precision='fp32')
+    assert backend.temporal == 0
+    z, x = _crops()
+    with pytest.raises(BackendError, match='no temporal search graph'):
+        backend.track_temporal(backend.encode_template(z), x, ())
+    backend.close()
+
+
+def test_temporal_graph_calibrates_with_the_crops_own_features(standin, tiny_temporal,
+                                                               tmp_path):
+    frames = _frames(tmp_path / 'frames', 6)
+    batches = mt.calibration_batches(tiny_temporal, str(frames), count=2)
+    reference = OnnxRuntimeBackend(tiny_temporal)
+    pairs, _ = mt.crop_pairs(tiny_temporal, str(frames), 2)
+    for pair, feed in zip(pairs, batches['search']):
+        assert sorted(feed) == ['search', 'xf_prev1', 'xf_prev2', 'zf']
+        _, _, xf = reference.track_temporal(reference.encode_template(pair.template),
+                                            pair.search, ())
+        np.testing.assert_allclose(feed['xf_prev1'], xf, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(feed['xf_prev2'], xf, rtol=1e-5, atol=1e-6)
+    assert _build(tiny_temporal.root, '--int8', '--calib', frames, '--calib-count', 2,
+                  '--cache', tmp_path / 'cache') == mt.EXIT_OK
+
+
+def test_check_backend_passes_on_a_temporal_model(standin, tiny_temporal, tmp_path, capsys):
+    rc = _check(tiny_temporal.root, '--precision', 'fp32', '--cache', tmp_path, '--count', 2)
+    out = capsys.readouterr().out
+    assert rc == mt.EXIT_OK, out
+    assert 'PASS' in out and standin.gpu.live()['device'] == 0

@@ -84,7 +84,7 @@ def test_fits_two_sequences(tmp_path, capsys):
 
 
 def _check_curves(run, tmp_path, capsys):
-    """The run drew its learning curves; --curves overlays runs and refuses a non-run."""
+    """Check the run's learning curves; --curves overlays runs and refuses a non-run."""
     cv2 = pytest.importorskip('cv2')
     pytest.importorskip('matplotlib')
     own = cv2.imread(str(run / 'learning_curves.png'))
@@ -176,6 +176,63 @@ def test_validation_runs_the_real_tracker(tmp_path, model_cache, monkeypatch):
     auc = evaluate_sequence(run.boxes, seq.gt).auc
     assert 0.0 < auc <= 1.0
     assert float(rows[0]['auc']) == pytest.approx(auc, abs=1e-12)
+
+
+def test_validation_runs_the_learned_modules(tmp_path):
+    """
+    With ST fusion and TAFA on, validation tracks with them, as an exported model runs them.
+
+    The torch backend runs them from the validation folder's checkpoint and modules.pth (no
+    ONNX); feature modulation (no export) and the margin loss stay out. Opening the modules'
+    gates (zero in a fresh module) moves the boxes, and the validation AUC is the one of the
+    tracker on that backend.
+    """
+    from siam_tracker_ros.backends.torch_backend import TorchBackend
+    from siam_tracker_ros.core.tracker import SiameseTracker
+    from siam_tracker_ros.eval.metrics import evaluate_sequence
+    from siam_tracker_ros.eval.runner import run_tracker
+    from siam_tracker_ros.io.sequences import load_frames
+    from siam_tracker_ros.nets.train_net import TrainNet
+    from siam_tracker_ros.train.trainer import resolve_base, Validator
+
+    seq_dir = need(SEQUENCES / VAL_SEQUENCE)
+    cfg = load_config(None, _small([f'val.sequences=[{seq_dir}]', 'val.max_frames=8',
+                                    'val.preset=update', 'modules.st_fusion=true',
+                                    'modules.st_memory=2', 'modules.tafa=true',
+                                    'modules.feature_modulation=true',
+                                    'modules.margin_weight=0.5']))
+    base_model = resolve_base(cfg.model, cfg.arch)
+    base = load_weights(build_net(base_model.arch), base_model.checkpoint)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = TrainNet(base, cfg.modules).eval()
+    validator = Validator(cfg, base_model, tmp_path)
+    seq = validator.sequences[0]
+
+    def track():
+        spec = validator.model(net)
+        backend = TorchBackend(spec)
+        tracker = SiameseTracker(spec, backend, validator.tracker_config)
+        run = run_tracker(tracker, load_frames(seq), seq, 'val')
+        return spec, backend, tracker, np.asarray(run.boxes)
+
+    spec, backend, tracker, closed = track()
+    assert sorted(spec.files) == ['checkpoint', 'modules']
+    assert not list((tmp_path / 'val').glob('*.onnx'))
+    assert backend.has_fusion and backend.temporal == 2
+    assert tracker.updater.fusing and len(tracker.history) == 2
+    saved = torch.load(tmp_path / 'val' / 'modules.pth', weights_only=True)
+    assert {k.split('.')[0] for k in saved['state_dict']} == {'st_fusion', 'tafa'}
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        net.st_fusion.gate.normal_(0.0, 0.3, generator=gen)
+        net.tafa.gate.normal_(0.0, 0.5, generator=gen)
+        net.tafa.fuse.weight.normal_(0.0, 0.1, generator=gen)
+    scores = validator.run(net)
+    _, _, _, opened = track()
+    assert np.abs(opened - closed).max() > 0.5
+    auc = evaluate_sequence(opened, seq.gt).auc
+    assert scores[VAL_SEQUENCE] == pytest.approx(auc, abs=1e-12)
 
 
 def test_cli_reports_bad_settings(tmp_path, capsys):

@@ -20,9 +20,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .base import as_features, BackendError, Features, fusion_feeds, no_fusion_error
+from .base import (as_features, BackendError, Features, fusion_feeds, neighbour_features,
+                   no_fusion_error)
 from .cuda import parse_device
-from ..core.manifest import ModelSpec, sha256_of
+from ..core.manifest import ModelSpec, sha256_of, temporal_inputs, TEMPORAL_OUTPUT
 
 LOG = logging.getLogger(__name__)
 
@@ -254,14 +255,25 @@ class OnnxRuntimeBackend:
         self._std = np.asarray(spec.input_std, np.float32).reshape(1, 3, 1, 1)
         self._first_in = self._first.get_inputs()[0].name
         outputs = [o.name for o in self._second.get_outputs()]
+        self.temporal = spec.temporal_frames
+        self._previous_names = list(temporal_inputs(self.temporal))
+        second_inputs = [i.name for i in self._second.get_inputs()]
+        stray = sorted(set(second_inputs) & set(temporal_inputs(2)))
+        if stray and not self.temporal:
+            raise BackendError(f'{spec.path(second)} takes previous-frame features {stray} '
+                               f'but the manifest of {spec.name} has no temporal_frames; '
+                               're-export the model (siam-model export --modules)')
+        if self.temporal:
+            self._previous_zeros = self._temporal_io(outputs)
+            outputs = [n for n in outputs if n != TEMPORAL_OUTPUT]
         if len(outputs) != 2:
             raise BackendError(f'{spec.path(second)} has {len(outputs)} outputs; expected '
                                '(cls, reg)')
         self._outputs = outputs
-        second_inputs = [i.name for i in self._second.get_inputs()]
         self._search_name = next((n for n in second_inputs if n in ('search', SEARCH_INPUT)),
                                  second_inputs[0])
-        self._feature_names = [n for n in second_inputs if n != self._search_name]
+        self._feature_names = [n for n in second_inputs if n != self._search_name
+                               and n not in self._previous_names]
         # The fusion graph runs on template updates only: one thread, like the template.
         self._fusion = (self._session(ort, options(1), spec.path('fusion'))
                         if spec.has_fusion else None)
@@ -271,6 +283,24 @@ class OnnxRuntimeBackend:
         self.active_providers: List[str] = list(self._second.get_providers())
         self.provider = self.active_providers[0]
         self._report_providers()
+
+    def _temporal_io(self, outputs: Sequence[str]) -> List[np.ndarray]:
+        """Check a temporal search graph's extra inputs and output; zeros of their shapes."""
+        path = self.spec.path(self.spec.graph_roles[1])
+        inputs = {i.name: i.shape for i in self._second.get_inputs()}
+        missing = [n for n in self._previous_names if n not in inputs]
+        if missing or TEMPORAL_OUTPUT not in outputs:
+            raise BackendError(f'{path} lacks the temporal inputs {missing} or the output '
+                               f'{TEMPORAL_OUTPUT!r} its manifest (temporal_frames '
+                               f'{self.temporal}) promises; re-export the model')
+        zeros = []
+        for name in self._previous_names:
+            shape = inputs[name]
+            if not all(isinstance(d, int) and d > 0 for d in shape):
+                raise BackendError(f'{path}: input {name} must have a static shape, got '
+                                   f'{shape}')
+            zeros.append(np.zeros(shape, np.float32))
+        return zeros
 
     def _report_providers(self) -> None:
         LOG.info('onnxruntime runs %s on %s (registered: %s)', self.spec.name, self.provider,
@@ -310,8 +340,28 @@ class OnnxRuntimeBackend:
 
     def track(self, features: Sequence[np.ndarray],
               search_crop: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Features + search crop -> (cls, reg)."""
+        """Features + search crop -> (cls, reg); a temporal model's run with no earlier frame."""
+        if self.temporal:
+            return self.track_temporal(features, search_crop, ())[:2]
         feeds: Dict[str, np.ndarray] = dict(zip(self._feature_names, features))
         feeds[self._search_name] = self._prepare(search_crop)
         cls, reg = self._second.run(self._outputs, feeds)
         return cls, reg
+
+    def track_temporal(self, features: Sequence[np.ndarray], search_crop: np.ndarray,
+                       previous: Sequence[np.ndarray]
+                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features + search crop + earlier frames' xf (oldest first) -> (cls, reg, xf)."""
+        if not self.temporal:
+            raise BackendError(f'model {self.spec.name} has no temporal search graph; use '
+                               'track()')
+        feeds: Dict[str, np.ndarray] = dict(zip(self._feature_names, features))
+        feeds[self._search_name] = self._prepare(search_crop)
+        neighbours = neighbour_features(previous, self.temporal)
+        if neighbours is None:  # frame t stands in for its neighbours: its features first
+            feeds.update(zip(self._previous_names, self._previous_zeros))
+            xf, = self._second.run([TEMPORAL_OUTPUT], feeds)
+            neighbours = (xf,) * self.temporal
+        feeds.update(zip(self._previous_names, neighbours))
+        cls, reg, xf = self._second.run(self._outputs + [TEMPORAL_OUTPUT], feeds)
+        return cls, reg, xf

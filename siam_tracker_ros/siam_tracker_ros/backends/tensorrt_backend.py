@@ -28,9 +28,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import engine_build as eb
-from .base import as_features, BackendError, Features, fusion_feeds, no_fusion_error
+from .base import (as_features, BackendError, Features, fusion_feeds, neighbour_features,
+                   no_fusion_error)
 from .cuda import cuda_api, parse_device
-from ..core.manifest import ModelSpec
+from ..core.manifest import ModelSpec, temporal_inputs, TEMPORAL_OUTPUT
 
 __all__ = ['EngineLoadError', 'EngineRunner', 'TensorRTBackend', 'parse_device']
 
@@ -117,6 +118,10 @@ class EngineRunner:
         if any(d < 0 for d in shape):
             raise BackendError(f'{self.label}: cannot size output {name} {shape}')
         return shape
+
+    def shape(self, name: str) -> Tuple[int, ...]:
+        """Shape of the buffer of tensor ``name`` (the largest one for a dynamic input)."""
+        return tuple(self._host[name].shape)
 
     def close(self) -> None:
         """Release the device and host buffers (the runner is unusable afterwards)."""
@@ -205,10 +210,14 @@ class TensorRTBackend:
         self._fusion: Optional[EngineRunner] = None
         # The graphs TensorRT builds (the split export when the model's own cannot be built).
         self.model = eb.tensorrt_model(spec, self.cache_dir, allow_export=build)
-        if spec.has_fusion and not self.model.has_fusion:
+        self.temporal = spec.temporal_frames
+        if (self.model.temporal_frames != self.temporal
+                or (spec.has_fusion and not self.model.has_fusion)):
             raise BackendError(f'model {spec.name}: its graphs need a re-export for TensorRT, '
-                               'which would drop its template fusion; export it with '
-                               '`siam-model export ... --modules` and use that folder')
+                               'which would drop its learned modules (template fusion, '
+                               'temporal search); export it with `siam-model export ... '
+                               '--modules` and use that folder')
+        self._previous_names = list(temporal_inputs(self.temporal))
         info = eb.RuntimeInfo(str(trt.__version__), cuda.device_name())
         self.engines = eb.ensure_engines(self.model, precision, info=info,
                                          cache_dir=self.cache_dir, allow_build=build,
@@ -253,6 +262,9 @@ class TensorRTBackend:
             raise BackendError(f'{self.model.name}: the fusion engine has inputs '
                                f'{self._fusion.inputs} and outputs {self._fusion.outputs}; '
                                "expected ('zf_initial', 'zf_memory') and one output")
+        if self.temporal:
+            self._bind_temporal()
+            return
         if len(first.inputs) != 1 or len(second.outputs) != 2:
             raise BackendError(f'{self.model.name}: graphs with inputs {first.inputs} and '
                                f'outputs {second.outputs}; expected one crop input and '
@@ -274,6 +286,27 @@ class TensorRTBackend:
         else:
             raise BackendError(f'{self.model.name}: template outputs {first.outputs} do not '
                                f'match the search inputs {feature_inputs}')
+
+    def _bind_temporal(self) -> None:
+        """Bind a temporal search graph: search, zf, xf_prev1.. -> cls, reg, xf (by name)."""
+        first, second = self._first, self._second
+        inputs, outputs = second.inputs, second.outputs
+        missing = [n for n in ['search', *self._previous_names] if n not in inputs]
+        if len(first.inputs) != 1 or missing or TEMPORAL_OUTPUT not in outputs \
+                or len(outputs) != 3:
+            raise BackendError(f'{self.model.name}: a temporal search graph takes search, the '
+                               f'template features and {self._previous_names} and gives cls, '
+                               f'reg and {TEMPORAL_OUTPUT!r}; this one takes {inputs} and '
+                               f'gives {outputs}')
+        self._search_name = 'search'
+        feature_inputs = [n for n in inputs if n != 'search' and n not in self._previous_names]
+        if set(first.outputs) != set(feature_inputs):
+            raise BackendError(f'{self.model.name}: template outputs {first.outputs} do not '
+                               f'match the search inputs {feature_inputs}')
+        self._feature_names = list(first.outputs)
+        self._head_outputs = [n for n in outputs if n != TEMPORAL_OUTPUT]
+        self._previous_zeros = [np.zeros(second.shape(n), np.float32)
+                                for n in self._previous_names]
 
     def close(self) -> None:
         """Release the engines' GPU buffers and the CUDA stream (idempotent)."""
@@ -313,7 +346,9 @@ class TensorRTBackend:
 
     def track(self, features: Sequence[np.ndarray],
               search_crop: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Features + search crop -> (cls, reg)."""
+        """Features + search crop -> (cls, reg); a temporal model's run with no earlier frame."""
+        if self.temporal:
+            return self.track_temporal(features, search_crop, ())[:2]
         if len(features) != len(self._feature_names):
             raise BackendError(f'{self.model.name} takes {len(self._feature_names)} template '
                                f'features, got {len(features)}')
@@ -326,3 +361,25 @@ class TensorRTBackend:
         out = self._second.run(feeds)
         cls_name, reg_name = self._second.outputs
         return out[cls_name], out[reg_name]
+
+    def track_temporal(self, features: Sequence[np.ndarray], search_crop: np.ndarray,
+                       previous: Sequence[np.ndarray]
+                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features + search crop + earlier frames' xf (oldest first) -> (cls, reg, xf)."""
+        if not self.temporal:
+            raise BackendError(f'model {self.model.name} has no temporal search graph; use '
+                               'track()')
+        if len(features) != len(self._feature_names):
+            raise BackendError(f'{self.model.name} takes {len(self._feature_names)} template '
+                               f'features, got {len(features)}')
+        feeds = dict(zip(self._feature_names, features))
+        feeds[self._search_name] = self._prepare(search_crop)
+        neighbours = neighbour_features(previous, self.temporal)
+        if neighbours is None:  # frame t stands in for its neighbours: its features first
+            feeds.update(zip(self._previous_names, self._previous_zeros))
+            xf = self._second.run(feeds)[TEMPORAL_OUTPUT]
+            neighbours = (xf,) * self.temporal
+        feeds.update(zip(self._previous_names, neighbours))
+        out = self._second.run(feeds)
+        cls_name, reg_name = self._head_outputs
+        return out[cls_name], out[reg_name], out[TEMPORAL_OUTPUT]

@@ -4,8 +4,10 @@ PyTorch backend: runs the network definitions in ``nets`` from a checkpoint.
 Slower than ONNX Runtime or TensorRT on the same device; it exists for parity checks against
 the exported graphs, for nets without an exported graph yet, and for CUDA without TensorRT.
 The model spec must name the architecture (``arch``, a key of ``nets.registry.NETS``) and hold
-a ``checkpoint`` file. A model with a template-fusion graph runs its fusion as the PyTorch
-module rebuilt from the directory's ``modules.pth``.
+a ``checkpoint`` file. A model with learned modules (a template fusion, a temporal search
+graph) runs them as the PyTorch modules rebuilt from the directory's ``modules.pth``; the
+torch backend needs no ONNX graph, so a spec naming just ``checkpoint`` and ``modules`` (with
+``fusion_memory`` / ``temporal_frames`` set) runs the same model (siam-train's validation).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from .base import BackendError, Features, fusion_feeds, no_fusion_error
+from .base import BackendError, Features, fusion_feeds, neighbour_features, no_fusion_error
 from ..core.manifest import ModelError, ModelSpec
 
 
@@ -68,6 +70,7 @@ class TorchBackend:
         if spec.arch not in NETS:
             raise BackendError(f'model {spec.name}: architecture {spec.arch!r} has no PyTorch '
                                f'definition here; known: {sorted(NETS)}')
+        self.temporal = spec.temporal_frames
         try:
             net = load_weights(build_net(spec.arch), spec.path('checkpoint'), strict=True)
         except ModelError as exc:
@@ -75,7 +78,10 @@ class TorchBackend:
         net = net.to(device=self.device, dtype=self._dtype).eval()
         self._net = net
         self._template, self._search = net.split()
-        self._fusion = self._load_fusion(spec) if spec.has_fusion else None
+        self._temporal_search = None
+        self._fusion = None
+        if self.temporal or spec.has_fusion:
+            self._load_learned(spec, net)
 
         mean = np.asarray(spec.input_mean, dtype=np.float32).reshape(1, 3, 1, 1)
         std = np.asarray(spec.input_std, dtype=np.float32).reshape(1, 3, 1, 1)
@@ -87,15 +93,32 @@ class TorchBackend:
         if warmup:
             self.warm_up()
 
-    def _load_fusion(self, spec: ModelSpec):
-        from ..nets.fusion_export import fusion_module, read_modules
+    def _load_learned(self, spec: ModelSpec, net) -> None:
+        """Rebuild the model's template fusion and / or temporal search from modules.pth."""
+        from ..nets.fusion_export import fusion_module
+        from ..nets.modules_file import check_exportable, read_modules
+        from ..nets.tafa_export import tafa_net, TafaSearch
+        parts = (('template fusion', spec.has_fusion), ('temporal search', self.temporal))
+        what = ' and '.join(name for name, on in parts if on)
         try:
             path = spec.path('modules')
-            module = fusion_module(read_modules(path, spec.arch), path)
+            learned = read_modules(path, spec.arch)
+            check_exportable(learned, path)
+            want = tuple(name for name, on in (('st_fusion', spec.has_fusion),
+                                               ('tafa', self.temporal)) if on)
+            if learned.runtime != want:
+                raise ModelError(f'{path} holds the modules {list(learned.runtime)}, the model '
+                                 f'runs {list(want)}; re-export it (siam-model export '
+                                 '--modules)')
+            if spec.has_fusion:
+                self._fusion = fusion_module(learned, path).to(device=self.device,
+                                                               dtype=self._dtype)
+            if self.temporal:
+                search = TafaSearch(tafa_net(net, learned, path))
+                self._temporal_search = search.to(device=self.device, dtype=self._dtype).eval()
         except ModelError as exc:
-            raise BackendError(f'torch backend cannot load the template fusion of model '
-                               f'{spec.name}: {exc}') from exc
-        return module.to(device=self.device, dtype=self._dtype).eval()
+            raise BackendError(f'torch backend cannot load the {what} of model {spec.name}: '
+                               f'{exc}') from exc
 
     @property
     def has_fusion(self) -> bool:
@@ -149,7 +172,13 @@ class TorchBackend:
 
     def track(self, features: Sequence[np.ndarray],
               search_crop: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Features + search crop (1, 3, X, X) -> (cls, reg) float32 copies."""
+        """
+        Features + search crop (1, 3, X, X) -> (cls, reg) float32 copies.
+
+        A temporal model's run with no earlier frame (see ``track_temporal``).
+        """
+        if self.temporal:
+            return self.track_temporal(features, search_crop, ())[:2]
         if isinstance(features, np.ndarray):
             features = (features,)
         x = self._input(search_crop, 'search')
@@ -157,3 +186,20 @@ class TorchBackend:
         with self._torch.inference_mode():
             cls, reg = self._search(x, *zf)
         return self._numpy(cls), self._numpy(reg)
+
+    def track_temporal(self, features: Sequence[np.ndarray], search_crop: np.ndarray,
+                       previous: Sequence[np.ndarray]
+                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features + search crop + earlier frames' xf (oldest first) -> (cls, reg, xf) copies."""
+        if self._temporal_search is None:
+            raise BackendError(f'model {self.spec.name} has no temporal search graph; use '
+                               'track()')
+        if isinstance(features, np.ndarray):
+            features = (features,)
+        x = self._input(search_crop, 'search')
+        zf = [self._tensor(f) for f in features]
+        neighbours = neighbour_features(previous, self.temporal)
+        prev = [] if neighbours is None else [self._tensor(f) for f in neighbours]
+        with self._torch.inference_mode():
+            cls, reg, xf = self._temporal_search(x, *zf, *prev)
+        return self._numpy(cls), self._numpy(reg), self._numpy(xf)

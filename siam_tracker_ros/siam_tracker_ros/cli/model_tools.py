@@ -30,7 +30,7 @@ import numpy as np
 from ..backends.base import BackendError
 from ..backends.cuda import CudaUnavailable
 from ..core.crop import context_size, crop_window, to_blob
-from ..core.manifest import ModelError, ModelSpec
+from ..core.manifest import ModelError, ModelSpec, temporal_inputs
 from ..eval.metrics import timing_stats
 
 EXIT_OK = 0
@@ -236,6 +236,7 @@ def calibration_batches(spec: ModelSpec, frames_dir: str,
     template features of the same pair (computed with ONNX Runtime on the CPU). For a
     backbone/head model the backbone gets the search crops and the head both crops' features.
     Crops are normalised with the manifest's mean/std, as the backends do before inference.
+    A temporal search graph gets each crop's own features as the previous frames'.
     """
     import onnxruntime as ort
     from ..backends.engine_build import prepare_input
@@ -249,6 +250,9 @@ def calibration_batches(spec: ModelSpec, frames_dir: str,
     def encode(blob):
         return sessions[0].run(None, {f_input: blob})
 
+    previous = temporal_inputs(spec.temporal_frames)
+    own_features = _own_features(sessions[1], previous)
+
     out: Dict[str, List[Dict[str, np.ndarray]]] = {first: [], second: []}
     for pair in pairs:
         template = prepare_input(spec, pair.template)
@@ -261,9 +265,29 @@ def calibration_batches(spec: ModelSpec, frames_dir: str,
         else:
             out[first].append({f_input: template})
             feed = {'search': search}
-            feed.update(zip([n for n in s_inputs if n != 'search'], encode(template)))
+            feed.update(zip([n for n in s_inputs if n != 'search' and n not in previous],
+                            encode(template)))
+            if previous:
+                feed.update(zip(previous, own_features(feed)))
             out[second].append(feed)
     return out
+
+
+def _own_features(session, previous: Sequence[str]):
+    """
+    Return a function: search-graph feed -> the crop's own ``xf`` for every previous input.
+
+    A temporal graph is calibrated as on a first frame, where the crop's own features stand
+    in for the earlier frames' (TemporalShift's rule).
+    """
+    from ..core.manifest import TEMPORAL_OUTPUT
+    zeros = {i.name: np.zeros(i.shape, np.float32) for i in session.get_inputs()
+             if i.name in previous}
+
+    def run(feed):
+        xf, = session.run([TEMPORAL_OUTPUT], {**feed, **zeros})
+        return [xf] * len(previous)
+    return run
 
 
 def calibration_digest(frames_dir: str, count: int) -> str:

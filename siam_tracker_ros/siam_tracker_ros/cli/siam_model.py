@@ -30,8 +30,11 @@ def _export(args) -> int:
     from ..nets.export import export_nanotrack
     version = int(args.arch.rsplit('v', 1)[-1])
     spec = export_nanotrack(version, args.checkpoint, args.out, modules=args.modules)
-    extra = (f', with a template-fusion graph of {spec.fusion_memory} memory slots'
-             if spec.has_fusion else '')
+    extra = ''.join(text for text, on in (
+        (f', with a template-fusion graph of {spec.fusion_memory} memory slots',
+         spec.has_fusion),
+        (f', with a temporal search graph of {spec.temporal_frames} previous frames',
+         spec.temporal_frames)) if on)
     print(f'exported {spec.name} ({spec.layout}{extra}) into {spec.root}')
     return 0
 
@@ -71,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument('--checkpoint', required=True, help='upstream nanotrackvN.pth, or a '
                         "siam-train run's model.pth")
     export.add_argument('--modules', help="a siam-train run's modules.pth: adds its learned "
-                        'template fusion (fusion.onnx) when it has one')
+                        'template fusion (fusion.onnx) and / or TAFA temporal shift (in the '
+                        'search graph) when it has them')
     export.add_argument('--out', required=True, help='model directory to write')
     export.set_defaults(handler=_export)
 

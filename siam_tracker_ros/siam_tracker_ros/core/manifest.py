@@ -9,7 +9,7 @@ deep inside a runtime.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import hashlib
 import json
 from pathlib import Path
@@ -23,9 +23,21 @@ DECODERS = ('anchor_free', 'anchor')
 # backbone_head: one backbone graph for both crops plus a head(template_feat, search_feat).
 # template_search: a template encoder graph plus a search graph that takes the template features.
 LAYOUTS = {'backbone_head': ('backbone', 'head'), 'template_search': ('template', 'search')}
+# A temporal search graph (TAFA's channel shift, manifest 'temporal_frames' N > 0) also takes
+# the un-shifted search features of the N previous frames, t-1 first, and outputs frame t's.
+TEMPORAL_OUTPUT = 'xf'
+TEMPORAL_FRAMES = (0, 2)
+
+
+def temporal_inputs(frames: int) -> Tuple[str, ...]:
+    """Input names of a temporal search graph's previous features: xf_prev1 (t-1), ..."""
+    return tuple(f'xf_prev{i}' for i in range(1, int(frames) + 1))
+
+
 # Optional learned template fusion (nets.fusion_export): its graph, and the learned-module
-# state the torch backend runs it from. A manifest naming them has a 'fusion' entry with the
-# graph's memory size N; every other model directory loads as before.
+# state the torch backend runs it (and a temporal search side) from. A manifest naming them
+# has a 'fusion' entry with the graph's memory size N; every other model directory loads as
+# before.
 FUSION_ROLE = 'fusion'
 MODULES_ROLE = 'modules'
 
@@ -74,12 +86,20 @@ class ModelSpec:
     input_std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     anchors: Optional[AnchorSpec] = None
+    # Previous frames whose search features the search graph takes (0: not temporal).
+    temporal_frames: int = 0
     fusion_memory: int = 0
 
     @property
     def has_fusion(self) -> bool:
-        """Whether the model has a learned template-fusion graph (role 'fusion')."""
-        return FUSION_ROLE in self.files
+        """
+        Whether the model has a learned template fusion of ``fusion_memory`` slots.
+
+        A model directory has it exactly when it has a fusion graph (role 'fusion', checked by
+        ``load_manifest``); a spec built for the torch backend alone may have just its
+        ``modules`` file.
+        """
+        return self.fusion_memory > 0
 
     def path(self, role: str) -> Path:
         """Absolute path of the file playing ``role`` (e.g. 'backbone', 'head', 'checkpoint')."""
@@ -94,7 +114,7 @@ class ModelSpec:
         return LAYOUTS[self.layout]
 
     def to_manifest(self) -> Dict[str, Any]:
-        """Return the JSON-ready manifest of this spec."""
+        """Return the JSON-ready manifest ('temporal_frames', 'fusion' only when used)."""
         data = {
             'format_version': FORMAT_VERSION,
             'name': self.name,
@@ -112,6 +132,8 @@ class ModelSpec:
             'files': {role: {'path': rel, 'sha256': self.sha256.get(role, '')}
                       for role, rel in self.files.items()},
         }
+        if self.temporal_frames:
+            data['temporal_frames'] = self.temporal_frames
         if self.has_fusion:
             data['fusion'] = {'memory': int(self.fusion_memory)}
         return data
@@ -181,6 +203,15 @@ def load_manifest(root, verify: bool = True) -> ModelSpec:
         raise ModelError(f'{mpath}: missing field {exc}') from exc
     if spec.decoder == 'anchor' and spec.anchors is None:
         raise ModelError(f'{mpath}: an anchor decoder needs an "anchors" entry')
+    frames = data.get('temporal_frames', 0)
+    if frames not in TEMPORAL_FRAMES or isinstance(frames, bool):
+        raise ModelError(f'{mpath}: temporal_frames {frames!r} not in {TEMPORAL_FRAMES} (the '
+                         'previous frames a TAFA search graph takes); re-export the model')
+    if frames and spec.layout != 'template_search':
+        raise ModelError(f'{mpath}: temporal_frames needs the template_search layout, not '
+                         f'{spec.layout}')
+    if frames:
+        spec = replace(spec, temporal_frames=int(frames))
     if verify:
         verify_files(spec)
     return spec

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -35,12 +35,14 @@ class Search:
     scale_z: float
     cands: Candidates
     crop: Optional[np.ndarray] = None
+    # A temporal model's run with earlier frames: this crop's un-shifted search features.
+    xf: Optional[np.ndarray] = None
 
     def with_scores(self, scores: np.ndarray) -> 'Search':
         """Return the same run with the candidates' scores replaced (penalised)."""
         c = self.cands
         return Search(self.center, self.scale_z, Candidates(scores, c.boxes, c.window),
-                      self.crop)
+                      self.crop, self.xf)
 
     def positions(self) -> Tuple[np.ndarray, np.ndarray]:
         """Image x, y of every candidate."""
@@ -59,6 +61,11 @@ class SiameseStep:
         self.config = config
         self.decoder = make_decoder(spec)
         self.pad_color = (0.0, 0.0, 0.0)
+
+    @property
+    def temporal(self) -> int:
+        """Previous frames whose search features the backend's model takes (0: none)."""
+        return int(getattr(self.backend, 'temporal', 0) or 0)
 
     def search_window(self, size) -> Tuple[float, float]:
         """(scale_z, s_x) for a target of ``size`` (w, h)."""
@@ -94,12 +101,21 @@ class SiameseStep:
         crop, scale_z = self.search_crop(image, center, size)
         return self.run_crop(crop, center, scale_z, features)
 
-    def run_crop(self, crop: np.ndarray, center, scale_z: float,
-                 features: Features) -> Search:
-        """Run the search branch on a search crop cut around ``center``."""
-        cls, reg = self.backend.track(features, to_blob(crop))
+    def run_crop(self, crop: np.ndarray, center, scale_z: float, features: Features,
+                 previous: Optional[Sequence[np.ndarray]] = None) -> Search:
+        """
+        Run the search branch on a search crop cut around ``center``.
+
+        ``previous`` (a temporal model only): earlier frames' search features, oldest first
+        (empty on the first frame); the result then carries this crop's in ``xf``.
+        """
+        if previous is None:
+            cls, reg = self.backend.track(features, to_blob(crop))
+            xf = None
+        else:
+            cls, reg, xf = self.backend.track_temporal(features, to_blob(crop), previous)
         return Search((float(center[0]), float(center[1])), scale_z,
-                      self.decoder.decode(cls, reg), crop)
+                      self.decoder.decode(cls, reg), crop, xf)
 
     def choose(self, search: Search, size, window_influence: Optional[float] = None
                ) -> Selection:

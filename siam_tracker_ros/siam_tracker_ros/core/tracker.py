@@ -25,6 +25,10 @@ objects around the step, each configured by one group of TrackerConfig and each 
 * ``ConstantVelocityKalman`` (motion_kalman): where to look through occlusions;
 * camera motion (motion_camera): while the target is not tracked, the place it was last seen
   moves with the camera (sparse optical flow between consecutive frames).
+
+A temporal model (TAFA, ``backend.temporal`` > 0) also gets the features of the last frames'
+main search crops, which the tracker keeps in ``history`` (cleared on a new target and on
+every searching frame); re-detection windows and probes run without earlier frames.
 """
 from __future__ import annotations
 
@@ -124,6 +128,9 @@ class SiameseTracker:
         self._tracked: deque = deque(maxlen=_OWN_MOTION_PAIRS + 1)  # (frame, centre)
         self._own_motion: Optional[np.ndarray] = None
         self.velocity = np.zeros(2)   # pixels per frame
+        # A temporal model (TAFA): the last frames' features of the main search crop.
+        self.temporal = self.step.temporal
+        self.history: deque = deque(maxlen=max(self.temporal, 1))
         # Fitting the confidence (siam-eval --fit-confidence): measure the appearance cue on
         # every frame and keep the judged box's cues in ``last_cues``.
         self.record_cues = False
@@ -306,6 +313,7 @@ class SiameseTracker:
         self.updater.reset(self.features)
         if self.updater.fusing:
             self.features = self.updater.current
+        self.history.clear()
         self.distractors.clear()
         self.kalman.reset(self.center, self.size)
         self.velocity = np.zeros(2)
@@ -323,7 +331,8 @@ class SiameseTracker:
 
     def _calibrate(self, image: np.ndarray) -> None:
         """Score the first frame itself: the reference the confidence is relative to."""
-        search = self.step.run(image, self.center, self.size, self.features)
+        crop, scale_z = self.step.search_crop(image, self.center, self.size)
+        search = self._main_search(crop, self.center, scale_z)
         pick = self.step.choose(search, self.size)
         self.estimator.calibrate(self._cues(search, search.cands.scores, pick.index,
                                             search.center))
@@ -446,7 +455,7 @@ class SiameseTracker:
             center = np.array(self.kalman.center)
         crop, scale_z = self.step.search_crop(image, center, self.size)
         t1 = time.perf_counter()
-        search = self.step.run_crop(crop, center, scale_z, self.features)
+        search = self._main_search(crop, center, scale_z)
         t2 = time.perf_counter()
         self.last_stage_ms = {'crop': (t1 - t0) * 1e3, 'network': (t2 - t1) * 1e3}
         raw_scores = search.cands.scores
@@ -488,6 +497,19 @@ class SiameseTracker:
                 lt.plan_search(width, height, self.step.search_window(self.size)[1], origin)
         self.last_stage_ms['decode'] = (time.perf_counter() - t2) * 1e3
         return TrackResult(box, pick.score, state, confidence)
+
+    def _main_search(self, crop: np.ndarray, center, scale_z: float) -> Search:
+        """
+        Run the frame's main search crop (not a re-detection window or probe).
+
+        A temporal model gets the last frames' features of this crop and keeps this frame's;
+        every other run of it is one with no earlier frame (the backend's plain ``track``).
+        """
+        if not self.temporal:
+            return self.step.run_crop(crop, center, scale_z, self.features)
+        search = self.step.run_crop(crop, center, scale_z, self.features, tuple(self.history))
+        self.history.append(search.xf)
+        return search
 
     def _follow(self, center: np.ndarray, size: np.ndarray, confidence: float) -> None:
         """Move the target to a found box (velocity from re-acquisition-confident frames)."""
@@ -596,6 +618,7 @@ class SiameseTracker:
         """One SEARCHING frame: the window at the predicted position plus windows in reach."""
         cfg = self._config
         lt = self.longterm
+        self.history.clear()  # no main crop on this frame: the next one starts afresh
         if cfg.motion.kalman:
             self.kalman.predict()
             expected = self.kalman.center
@@ -672,4 +695,5 @@ class SiameseTracker:
         self.state = TrackState.IDLE
         self.longterm.state = TrackState.IDLE
         self.features = ()
+        self.history.clear()
         self.last_result = None

@@ -31,7 +31,8 @@ import torch.nn as nn
 
 from .onnx_inspect import runtime_weight_convs  # noqa: F401 (part of this module's API)
 from ..core.config import TrackerConfig
-from ..core.manifest import AnchorSpec, load_manifest, ModelError, ModelSpec, write_manifest
+from ..core.manifest import (AnchorSpec, FUSION_ROLE, load_manifest, ModelError, ModelSpec,
+                             MODULES_ROLE, write_manifest)
 
 PathLike = Union[str, Path]
 
@@ -204,18 +205,25 @@ def write_model_dir(out_dir: PathLike, *, name: str, family: str, arch: str, dec
                     input_mean: Sequence[float] = (0.0, 0.0, 0.0),
                     input_std: Sequence[float] = (1.0, 1.0, 1.0),
                     anchors: Optional[AnchorSpec] = None,
-                    fusion_onnx: Optional[PathLike] = None,
                     modules: Optional[PathLike] = None,
-                    fusion_memory: int = 0) -> ModelSpec:
+                    fusion_onnx: Optional[PathLike] = None,
+                    fusion_memory: int = 0,
+                    temporal_frames: int = 0) -> ModelSpec:
     """
     Make ``out_dir`` a product model directory (layout 'template_search') with a manifest.
 
     The graphs (and the optional PyTorch checkpoint) are copied in as ``template.onnx``,
     ``search.onnx`` and ``checkpoint.pth`` unless they are already those files; the manifest
-    records their sha256 and the given hyper-parameters. A learned template fusion adds
-    ``fusion.onnx`` (with ``fusion_memory`` slots) and ``modules.pth``, its module state for
-    the torch backend. Returns the verified spec read back.
+    records their sha256 and the given hyper-parameters. Learned modules add ``modules.pth``
+    (their state, which the torch backend runs): a template fusion adds ``fusion.onnx`` (with
+    ``fusion_memory`` slots), a temporal search graph (``temporal_frames`` > 0) is the
+    ``search_onnx`` given. Returns the verified spec read back.
     """
+    from .modules_file import MODULES_FILE
+    if (fusion_onnx is not None or temporal_frames) and modules is None:
+        raise ValueError('a fusion graph or a temporal search graph needs its modules.pth')
+    if fusion_onnx is not None and fusion_memory < 1:
+        raise ValueError('a fusion graph needs a memory size >= 1')
     root = Path(out_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     sources: Dict[str, Tuple[Path, str]] = {
@@ -224,11 +232,10 @@ def write_model_dir(out_dir: PathLike, *, name: str, family: str, arch: str, dec
     if checkpoint is not None:
         sources['checkpoint'] = (Path(checkpoint), CHECKPOINT_FILE)
     if fusion_onnx is not None:
-        from .fusion_export import FUSION_FILE, MODULES_FILE
-        if modules is None or fusion_memory < 1:
-            raise ValueError('a fusion graph needs its modules.pth and a memory size >= 1')
-        sources['fusion'] = (Path(fusion_onnx), FUSION_FILE)
-        sources['modules'] = (Path(modules), MODULES_FILE)
+        from .fusion_export import FUSION_FILE
+        sources[FUSION_ROLE] = (Path(fusion_onnx), FUSION_FILE)
+    if modules is not None:
+        sources[MODULES_ROLE] = (Path(modules), MODULES_FILE)
     files: Dict[str, str] = {}
     for role, (src, rel) in sources.items():
         if not src.is_file():
@@ -243,7 +250,8 @@ def write_model_dir(out_dir: PathLike, *, name: str, family: str, arch: str, dec
                      input_mean=tuple(float(v) for v in input_mean),
                      input_std=tuple(float(v) for v in input_std),
                      tracker=tracker, anchors=anchors,
-                     fusion_memory=int(fusion_memory) if fusion_onnx is not None else 0)
+                     fusion_memory=int(fusion_memory) if fusion_onnx is not None else 0,
+                     temporal_frames=int(temporal_frames))
     write_manifest(spec)
     return load_manifest(root)
 
@@ -262,6 +270,10 @@ def _template_shape(path: Path) -> Tuple[int, ...]:
     return tuple(int(d.dim_value) for d in dims)
 
 
+# Default model-name suffixes of the learned modules a model runs.
+_TAGS = {'st_fusion': 'st', 'tafa': 'tafa'}
+
+
 def export_nanotrack(version: int, checkpoint: PathLike, out_dir: PathLike,
                      opset: int = 17, name: Optional[str] = None,
                      modules: Optional[PathLike] = None) -> ModelSpec:
@@ -270,31 +282,40 @@ def export_nanotrack(version: int, checkpoint: PathLike, out_dir: PathLike,
 
     ``out_dir`` receives template.onnx, search.onnx (constant-weight convolutions only),
     checkpoint.pth (the state dict alone, for the torch backend) and manifest.json with the
-    upstream tracking hyper-parameters. ``modules``, a siam-train modules.pth of the same
-    run, adds the learned template fusion (fusion.onnx, checked against torch in ONNX
-    Runtime, and modules.pth) when it has one; modules that change the template or search
-    graphs are refused (ModelError), training-only ones export as the plain net. Returns the
-    verified ModelSpec.
+    upstream tracking hyper-parameters; the model is named ``name`` or the arch (plus -st,
+    -tafa for the learned modules in it). ``modules``, a siam-train modules.pth of the same
+    run, adds what its switched-on modules need at inference (``nets.modules_file``): ST
+    fusion its fusion.onnx (``nets.fusion_export``), TAFA the temporal search graph in place of
+    the base one (``nets.tafa_export``), both when both are on; each graph is checked against
+    torch in ONNX Runtime and the folder gets modules.pth. Modules without an export are
+    refused (ModelError); training-only ones export as the plain net. Returns the verified
+    ModelSpec.
     """
     from .registry import build_net, load_weights
 
     tracker = nanotrack_tracker_config(version)
+    step = tracker.step
     arch = f'nanotrack_v{version}'
     learned = None
     if modules is not None:
-        from .fusion_export import check_exportable, read_modules
+        from .modules_file import check_exportable, read_modules
         learned = read_modules(modules, arch)
         check_exportable(learned, modules)
     net = load_weights(build_net(arch), checkpoint, strict=True)
     root = Path(out_dir)
-    tpath, spath = export_split(net, root, tracker.step.exemplar_size, tracker.step.instance_size,
-                                opset=opset)
+    tpath, spath = export_split(net, root, step.exemplar_size, step.instance_size, opset=opset)
     ckpt = root / CHECKPOINT_FILE
     torch.save({'arch': arch, 'state_dict': net.state_dict()}, ckpt)
-    fusion: Dict[str, object] = {}
-    if learned is not None and learned.config.st_fusion:
-        from .fusion_export import (check_fusion, export_fusion, FUSION_FILE, fusion_module,
-                                    MODULES_FILE, save_modules)
+    extra: Dict[str, object] = {}
+    runtime = learned.runtime if learned is not None else ()
+    if 'tafa' in runtime:
+        from .tafa_export import check_tafa_search, export_tafa_search, FRAMES, tafa_net
+        temporal = tafa_net(net, learned, modules)
+        export_tafa_search(temporal, spath, step.instance_size, step.exemplar_size, opset)
+        check_tafa_search(temporal, spath)
+        extra['temporal_frames'] = FRAMES
+    if 'st_fusion' in runtime:
+        from .fusion_export import check_fusion, export_fusion, FUSION_FILE, fusion_module
         module = fusion_module(learned, modules)
         want = _template_shape(tpath)
         if want != (1, module.channels, *module.size):
@@ -304,8 +325,11 @@ def export_nanotrack(version: int, checkpoint: PathLike, out_dir: PathLike,
         memory = learned.config.st_memory
         fpath = export_fusion(module, root / FUSION_FILE, memory, opset=opset)
         check_fusion(module, fpath)
-        mpath = save_modules(learned, root / MODULES_FILE)
-        fusion = {'fusion_onnx': fpath, 'modules': mpath, 'fusion_memory': memory}
-    return write_model_dir(root, name=name or arch, family='nanotrack', arch=arch,
+        extra.update(fusion_onnx=fpath, fusion_memory=memory)
+    if runtime:
+        from .modules_file import MODULES_FILE, save_modules
+        extra['modules'] = save_modules(learned, root / MODULES_FILE)
+    tags = ''.join(f'-{_TAGS[m]}' for m in runtime)
+    return write_model_dir(root, name=name or arch + tags, family='nanotrack', arch=arch,
                            decoder='anchor_free', stride=16, tracker=tracker,
-                           template_onnx=tpath, search_onnx=spath, checkpoint=ckpt, **fusion)
+                           template_onnx=tpath, search_onnx=spath, checkpoint=ckpt, **extra)

@@ -8,128 +8,39 @@ output ``zf`` (1, C, h, w), the fused template features the search graph takes a
 input. Shapes are static and the attention is MatMul/Softmax with constant weights: the graph
 has no Conv at all, and ``runtime_weight_convs`` must find none.
 
-A fine-tuned model's learned modules come from siam-train's ``modules.pth``
-(``{'modules': LearnedModules settings, 'state_dict': ..., 'arch': ...}``; files written before
-the settings were saved in it are read with the run's ``config.yaml`` beside them):
-``read_modules`` reads it, ``check_exportable`` refuses modules that change the template or
-search graphs (not exported yet), and ``fusion_module`` rebuilds the ST module from it (the
-export, and the torch backend from a model directory's copy).
+A fine-tuned model's learned modules come from siam-train's ``modules.pth``, which
+``nets.modules_file.read_modules`` reads; ``fusion_module`` rebuilds the ST module from it (for
+the export, and for the torch backend from a model directory's copy).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
 import math
 from pathlib import Path
-from typing import Any, Dict, Mapping, Tuple, Union
+from typing import Dict, Tuple, Union
 
 import numpy as np
 import onnx
 import torch
-import yaml
 
 from .export import export_onnx, ExportError, fold_constants
 from .modules.st_fusion import STFusion
+from .modules_file import LearnedFile, MODULES_FILE
 from .onnx_inspect import runtime_weight_convs
-from .train_net import LearnedModules
 from ..core.manifest import ModelError
 
 PathLike = Union[str, Path]
 
 FUSION_FILE = 'fusion.onnx'
-MODULES_FILE = 'modules.pth'
 FUSION_INPUTS = ('zf_initial', 'zf_memory')
 FUSION_OUTPUT = 'zf'
 # Relative to the largest reference value, as the template-feature check of the split export.
 FUSION_TOL = 2e-4
-# Learned modules that change the template or search graphs: no export for them yet.
-UNEXPORTED = ('da_attention', 'tafa', 'feature_modulation', 'layer_aggregation')
 _FUSION_PREFIX = 'st_fusion.'
 
 
-@dataclass(frozen=True)
-class LearnedFile:
-    """A siam-train ``modules.pth``: the module settings, their state and the base arch."""
-
-    config: LearnedModules
-    state: Mapping[str, torch.Tensor]
-    arch: str
-
-
-def _settings(path: Path, stored: Any) -> Mapping[str, Any]:
-    if isinstance(stored, Mapping):
-        return stored
-    run_config = path.parent / 'config.yaml'
-    if not run_config.is_file():
-        raise ModelError(f'{path} does not record its module settings and there is no '
-                         f"{run_config.name} of its training run beside it; put that run's "
-                         'config.yaml next to it')
-    try:
-        values = yaml.safe_load(run_config.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ModelError(f'cannot read the module settings in {run_config}: {exc}') from exc
-    section = values.get('modules') if isinstance(values, Mapping) else None
-    if not isinstance(section, Mapping):
-        raise ModelError(f'{run_config} has no "modules" section; {path} needs it')
-    return section
-
-
-def read_modules(path: Union[str, Path], arch: str = '') -> LearnedFile:
-    """
-    Read a siam-train ``modules.pth`` (ModelError saying what is wrong).
-
-    ``arch`` (e.g. 'nanotrack_v3'), when given, must be the base network the modules were
-    trained with, where the file records it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f'learned-modules file {path} does not exist')
-    try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
-        raise ModelError(f'cannot read learned-modules file {path}: {exc}') from exc
-    if not isinstance(obj, Mapping) or not isinstance(obj.get('state_dict'), Mapping):
-        raise ModelError(f'{path} is not a siam-train modules.pth (a mapping with '
-                         '"modules" and "state_dict")')
-    settings = _settings(path, obj.get('modules'))
-    known = {f.name for f in fields(LearnedModules)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ModelError(f'{path}: unknown module settings {unknown}; known: {sorted(known)}')
-    try:
-        config = LearnedModules(**settings)
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f'{path}: bad module settings: {exc}') from exc
-    stored_arch = str(obj.get('arch') or '')
-    if arch and stored_arch and stored_arch != arch:
-        raise ModelError(f'{path} holds modules trained on {stored_arch}, not {arch}')
-    state = {str(k): v for k, v in obj['state_dict'].items()}
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f'{path}: its state_dict holds values that are not tensors')
-    return LearnedFile(config, state, stored_arch or arch)
-
-
-def check_exportable(learned: LearnedFile, path: Union[str, Path] = 'modules.pth') -> None:
-    """
-    Raise ModelError when ``learned`` has modules whose export is not supported yet.
-
-    The margin loss and adversarial dropout shape training only (nothing to export); ST
-    fusion is its own graph; the others change the template or search graphs.
-    """
-    on = [name for name in UNEXPORTED if getattr(learned.config, name)]
-    if on:
-        raise ModelError(f'{path}: the learned modules {on} change the template/search graphs '
-                         'and cannot be exported yet; export supports st_fusion (its own '
-                         'graph) and the training-only margin loss and adversarial dropout')
-    extra = sorted(k for k in learned.state if not k.startswith(_FUSION_PREFIX))
-    if extra or (learned.config.st_fusion and not learned.state):
-        raise ModelError(f'{path}: its state does not match its settings (unexpected '
-                         f'{extra[:4]}, or no st_fusion state)')
-
-
-def fusion_module(learned: LearnedFile, path: Union[str, Path] = 'modules.pth') -> STFusion:
+def fusion_module(learned: LearnedFile, path: PathLike = MODULES_FILE) -> STFusion:
     """Rebuild the ST fusion module of ``learned`` in eval mode (ModelError when it has none)."""
-    state = {k[len(_FUSION_PREFIX):]: v for k, v in learned.state.items()
-             if k.startswith(_FUSION_PREFIX)}
+    state = learned.module_state('st_fusion')
     if not learned.config.st_fusion or 'pos' not in state or 'attn.q.weight' not in state:
         raise ModelError(f'{path} has no trained st_fusion module (train with '
                          '--set modules.st_fusion=true)')
@@ -143,15 +54,6 @@ def fusion_module(learned: LearnedFile, path: Union[str, Path] = 'modules.pth') 
     except RuntimeError as exc:
         raise ModelError(f'{path}: the st_fusion state does not fit the module: {exc}') from exc
     return module.eval()
-
-
-def save_modules(learned: LearnedFile, path: Union[str, Path]) -> Path:
-    """Write ``learned`` as a self-contained modules.pth (settings, state, arch)."""
-    path = Path(path)
-    torch.save({'modules': asdict(learned.config),
-                'state_dict': {k: v.detach().cpu() for k, v in learned.state.items()},
-                'arch': learned.arch}, path)
-    return path
 
 
 def fusion_state(module: STFusion) -> Dict[str, torch.Tensor]:

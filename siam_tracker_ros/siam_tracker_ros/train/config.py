@@ -88,8 +88,9 @@ class OptimConfig:
     schedule: str = 'cosine'     # 'cosine' (to lr * min_lr_ratio) or 'constant'
     min_lr_ratio: float = 0.01
     grad_clip: float = 10.0      # clip the gradient norm (0 = off)
-    module_lr_scale: float = 1.0  # the learned modules' lr = lr * this (they start at zero
-                                  # while the pretrained head must stay close to its weights)
+    # The learned modules' lr = lr * this (they start at zero while the pretrained head must
+    # stay close to its weights).
+    module_lr_scale: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,15 @@ One run writes into its output folder:
 * ``learning_curves.png``: the smoothed training loss and the validation AUC (train/curves.py;
   ``siam-train --curves OUT.png --run LABEL=DIR ...`` overlays several runs).
 
-Validation saves the current base weights and runs the tracker (core/tracker.py on the torch
-backend, exactly as siam-eval runs it) over the first ``val.max_frames`` frames of each
-held-out sequence, scoring AUC with eval/metrics.py. The learned modules are not part of the
-tracker yet, so validation measures the base network's weights.
+Validation saves the current base weights and the state of the learned modules that run at
+inference (ST fusion, TAFA: ``nets.modules_file``) to ``val/`` as the torch backend reads a
+model exported with ``siam-model export --modules`` (checkpoint + modules.pth, no ONNX), and
+runs the tracker (core/tracker.py on that backend, exactly as siam-eval runs such a model) over
+the first ``val.max_frames`` frames of each held-out sequence, scoring AUC with
+eval/metrics.py. TAFA runs on every frame; the ST fusion runs only when ``val.preset`` updates
+the template (``update`` or a long-term preset, not ``plain``). The modules without an export
+(DA attention, feature modulation, layer aggregation) are not in the tracker: validation
+measures the net without them.
 """
 from __future__ import annotations
 
@@ -42,8 +47,9 @@ from .loader import make_loader, PairDataset
 from .losses import base_losses
 from .pairs import FrameCache, Geometry, PairSampler
 from ..core.config import preset, TrackerConfig
-from ..core.manifest import load_manifest, MANIFEST_NAME, ModelError, ModelSpec
+from ..core.manifest import load_manifest, MANIFEST_NAME, ModelError, ModelSpec, MODULES_ROLE
 from ..io.sequences import load_frames, load_sequence, Sequence
+from ..nets.modules_file import LearnedFile, MODULES_FILE, runtime_part, save_modules
 from ..nets.train_net import TrainNet
 
 CHECKPOINT_FORMAT = 'siam-train-checkpoint'
@@ -251,20 +257,39 @@ class Validator:
         """Tell whether there is anything to validate on."""
         return bool(self.sequences)
 
-    def run(self, base_net: nn.Module) -> Dict[str, float]:
-        """Return each sequence's AUC and their mean ('auc') for the current base weights."""
+    def model(self, net: TrainNet) -> ModelSpec:
+        """
+        Write ``net``'s current weights to the validation folder; return the spec to track with.
+
+        The spec is what the torch backend needs of an exported model: the base checkpoint
+        and, when ST fusion or TAFA is on, their modules.pth (with the fusion memory size and
+        the temporal frames a model folder's manifest would record).
+        """
+        from ..nets.tafa_export import FRAMES
+        self.folder.mkdir(parents=True, exist_ok=True)
+        weights = self.folder / 'weights.pth'
+        torch.save({'state_dict': {k: v.detach().cpu() for k, v in
+                                   net.base.state_dict().items()}}, weights)
+        files = {'checkpoint': weights.name}
+        learned = runtime_part(LearnedFile(net.config, learned_state(net), self.base.arch))
+        if learned.runtime:
+            save_modules(learned, self.folder / MODULES_FILE)
+            files[MODULES_ROLE] = MODULES_FILE
+        c = learned.config
+        return ModelSpec(root=self.folder, name='siam-train-val', family='nanotrack',
+                         decoder='anchor_free', layout='template_search',
+                         stride=int(net.base.stride), files=files, arch=self.base.arch,
+                         tracker=self.tracker_config,
+                         fusion_memory=c.st_memory if c.st_fusion else 0,
+                         temporal_frames=FRAMES if c.tafa else 0)
+
+    def run(self, net: TrainNet) -> Dict[str, float]:
+        """Return each sequence's AUC and their mean ('auc') for the current weights."""
         from ..backends.registry import create_backend
         from ..core.tracker import SiameseTracker
         from ..eval.metrics import evaluate_sequence
         from ..eval.runner import run_tracker
-        self.folder.mkdir(parents=True, exist_ok=True)
-        weights = self.folder / 'weights.pth'
-        torch.save({'state_dict': {k: v.detach().cpu() for k, v in
-                                   base_net.state_dict().items()}}, weights)
-        spec = ModelSpec(root=self.folder, name='siam-train-val', family='nanotrack',
-                         decoder='anchor_free', layout='backbone_head',
-                         stride=int(base_net.stride), files={'checkpoint': weights.name},
-                         arch=self.base.arch, tracker=self.tracker_config)
+        spec = self.model(net)
         backend = create_backend('torch', spec, device=self.cfg.device)
         out: Dict[str, float] = {}
         for seq in self.sequences:
@@ -461,6 +486,9 @@ def train(cfg: TrainConfig, out_dir: Optional[PathLike] = None,
         raise ConfigError(f'the checkpoint is at step {start}; set steps above it to train on')
 
     validator = Validator(cfg, base_model, out)
+    if validator and cfg.modules.st_fusion and not validator.tracker_config.update.interval:
+        notes.append(f'val.preset {cfg.val.preset} never updates the template, so validation '
+                     'does not run the ST fusion (val.preset=update does)')
     tc = base_model.tracker.step
     geometry = Geometry(tc.exemplar_size, tc.instance_size, base.score_size, base.stride,
                         tc.context_amount)
@@ -486,7 +514,7 @@ def train(cfg: TrainConfig, out_dir: Optional[PathLike] = None,
     val_rows: List[Dict[str, float]] = []
 
     def validate(step: int) -> None:
-        scores = validator.run(net.base)
+        scores = validator.run(net)
         row = {'step': step, **scores}
         val_log.write(row)
         val_rows.append(row)

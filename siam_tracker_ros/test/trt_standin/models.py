@@ -128,6 +128,49 @@ def backbone_head(root, seed=0) -> ModelSpec:
     return load_manifest(root)
 
 
+def template_search_temporal(root, seed=0) -> ModelSpec:
+    """
+    Write a tiny temporal (TAFA-like) template/search model into ``root``.
+
+    template.onnx: template -> zf (1, 4, 7, 7). search.onnx: search, zf, xf_prev1, xf_prev2
+    -> cls, reg, xf, where xf (1, 4, 15, 15) is the search crop's own features and the maps
+    depend on every input (the previous features with different weights).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    _pool('template', 'tp', 16, nodes, inits)
+    _conv('t0', 'tp', 'zf', 3, 4, rng, nodes, inits)
+    _save(nodes, [_value('template', [1, 3, 127, 127])], [_value('zf', [1, 4, 7, 7])], inits,
+          root / 'template.onnx')
+    nodes, inits = [], []
+    _pool('search', 'sp', 16, nodes, inits)
+    _conv('s0', 'sp', 'xf', 3, 4, rng, nodes, inits)
+    _mean('zf', 'z', nodes)
+    inits += [numpy_helper.from_array(np.array(0.7, np.float32), 'w1'),
+              numpy_helper.from_array(np.array(-0.3, np.float32), 'w2')]
+    nodes += [helper.make_node('Mul', ['xf_prev1', 'w1'], ['p1'], name='mul_p1'),
+              helper.make_node('Mul', ['xf_prev2', 'w2'], ['p2'], name='mul_p2'),
+              helper.make_node('Add', ['xf', 'p1'], ['s1'], name='add_p1'),
+              helper.make_node('Add', ['s1', 'p2'], ['s2'], name='add_p2'),
+              helper.make_node('Mul', ['s2', 'z'], ['h0'], name='mul_z'),
+              helper.make_node('Relu', ['h0'], ['h'], name='relu_h')]
+    _conv('cls', 'h', 'cls', 4, 2, rng, nodes, inits)
+    _conv('reg', 'h', 'reg_raw', 4, 4, rng, nodes, inits)
+    nodes.append(helper.make_node('Relu', ['reg_raw'], ['reg'], name='relu_reg'))
+    _save(nodes, [_value('search', [1, 3, 255, 255]), _value('zf', [1, 4, 7, 7]),
+                  _value('xf_prev1', [1, 4, 15, 15]), _value('xf_prev2', [1, 4, 15, 15])],
+          [_value('cls', [1, 2, 15, 15]), _value('reg', [1, 4, 15, 15]),
+           _value('xf', [1, 4, 15, 15])], inits, root / 'search.onnx')
+    spec = ModelSpec(root=root.resolve(), name=f'tiny-tt{seed}', family='nanotrack',
+                     decoder='anchor_free', layout='template_search', stride=16,
+                     files={'template': 'template.onnx', 'search': 'search.onnx'},
+                     arch='tiny', tracker=TrackerConfig(), temporal_frames=2)
+    write_manifest(spec)
+    return load_manifest(root)
+
+
 def fused(root, memory=2, seed=0) -> ModelSpec:
     """
     Write a tiny template/search model with a template-fusion graph into ``root``.
