@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, Tuple, Union
+from typing import Tuple, Union
 
 import numpy as np
 import onnx
@@ -35,7 +35,6 @@ FUSION_INPUTS = ('zf_initial', 'zf_memory')
 FUSION_OUTPUT = 'zf'
 # Relative to the largest reference value, as the template-feature check of the split export.
 FUSION_TOL = 2e-4
-_FUSION_PREFIX = 'st_fusion.'
 
 
 def fusion_module(learned: LearnedFile, path: PathLike = MODULES_FILE) -> STFusion:
@@ -54,11 +53,6 @@ def fusion_module(learned: LearnedFile, path: PathLike = MODULES_FILE) -> STFusi
     except RuntimeError as exc:
         raise ModelError(f'{path}: the st_fusion state does not fit the module: {exc}') from exc
     return module.eval()
-
-
-def fusion_state(module: STFusion) -> Dict[str, torch.Tensor]:
-    """Return ``module``'s state under the names TrainNet gives it (``st_fusion.*``)."""
-    return {_FUSION_PREFIX + k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
 def fusion_inputs(module: STFusion, memory: int,
