@@ -243,7 +243,10 @@ def test_cli_reports_bad_settings(tmp_path, capsys):
     (tmp_path / 'rpn.pth').write_bytes(b'')
     argv = ['--set', f'model={tmp_path / "rpn.pth"}', '--set', 'arch=siamrpn_alex']
     assert siam_train.main(argv + ['--out', str(tmp_path)]) == 2
-    assert 'trains NanoTrack v1/v2/v3' in capsys.readouterr().err
+    assert 'cannot read checkpoint' in capsys.readouterr().err
+    argv = ['--set', f'model={tmp_path / "rpn.pth"}', '--set', 'arch=siamfc']
+    assert siam_train.main(argv + ['--out', str(tmp_path)]) == 2
+    assert 'trains NanoTrack (nanotrack_v1' in capsys.readouterr().err
     need(V3 / 'nanotrackv3.pth')
     argv = ['--set', f'model={V3}', '--set', 'data.sources=[]', '--out', str(tmp_path)]
     assert siam_train.main(argv) == 2

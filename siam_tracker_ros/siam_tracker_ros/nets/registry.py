@@ -96,7 +96,8 @@ def read_state_dict(path: Union[str, Path]) -> Mapping[str, torch.Tensor]:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
-        raise ModelError(f'cannot read checkpoint {path}: {exc}') from exc
+        raise ModelError(f'cannot read checkpoint {path}: {exc or type(exc).__name__} (not a '
+                         'torch.save file, or truncated)') from exc
     return _state_dict_of(obj, path)
 
 

@@ -14,6 +14,10 @@ moves it. Where the modules sit (see ``nets.modules`` for each, and how it expor
   ``feature_modulation``, then ``da_attention`` on both;
 * the base head gives ``cls`` and ``reg``; ``margin_weight`` adds the SiamMargin loss and
   ``adv_dropout_weight`` the adversarial-dropout KL term (``extra_losses``).
+
+``RPNTrainNet`` wraps a SiamRPN++ net (``nets.siamrpn``, pysot's parameter names) the same
+way, without learned modules: the modules are built for NanoTrack's single-level features and
+point head (see ``RPNTrainNet``).
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from .modules.st_fusion import STFusion
 from .modules.tafa import (adversarial_channel_mask, FeatureModulation, kl_divergence,
                            TemporalShift)
 from .nanotrack import NanoTrack
+from .siamrpn import SiamRPNpp
 
 
 @dataclass(frozen=True)
@@ -218,3 +223,53 @@ class TrainNet(nn.Module):
             losses['adv_kl'] = cfg.adv_dropout_weight * kl_divergence(out['cls'].detach(),
                                                                       out['cls_adv'])
         return losses
+
+
+class RPNTrainNet(nn.Module):
+    """
+    A SiamRPN++ net for training: the same interface as ``TrainNet``, no learned modules.
+
+    ``base.state_dict()`` keeps pysot's names (backbone.*, neck.*, rpn_head.*). The forward
+    is pysot's (grouped-convolution correlation, all feature levels); the learned modules are
+    NanoTrack only (they act on one feature map, the point head's logits or its last
+    classification layer), so any switched on is refused.
+    """
+
+    def __init__(self, base: SiamRPNpp, modules: LearnedModules = LearnedModules()):
+        super().__init__()
+        if not isinstance(base, SiamRPNpp):
+            raise TypeError(f'RPNTrainNet wraps a nets.siamrpn.SiamRPNpp, got '
+                            f'{type(base).__name__}')
+        if modules.any_on:
+            raise ValueError(f'the learned modules are NanoTrack only; {base.arch} trains '
+                             f'without them (switched on: {", ".join(modules_on(modules))})')
+        self.base = base
+        self.config = modules
+
+    def forward(self, templates: torch.Tensor,
+                searches: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """
+        Run the net on ``templates[:, 0]`` and ``searches[:, -1]`` (see ``TrainNet.forward``).
+
+        :return: 'cls' (B, 2K, S, S) logits and 'reg' (B, 4K, S, S) deltas, pysot's layout.
+        """
+        if templates.dim() != 5 or searches.dim() != 5 or templates.shape[0] != \
+                searches.shape[0]:
+            raise ValueError(f'RPNTrainNet needs templates (B, H, 3, Z, Z) and searches '
+                             f'(B, F, 3, X, X); got {tuple(templates.shape)} and '
+                             f'{tuple(searches.shape)}')
+        cls, reg = self.base(templates[:, 0], searches[:, -1])
+        return {'cls': cls, 'reg': reg}
+
+    def extra_losses(self, out: Dict[str, torch.Tensor],
+                     batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Return no extra terms (no learned modules)."""
+        return {}
+
+
+def modules_on(modules: LearnedModules) -> List[str]:
+    """Return the names of the learned modules switched on (their LearnedModules fields)."""
+    flags = ('st_fusion', 'da_attention', 'tafa', 'feature_modulation', 'layer_aggregation')
+    weights = ('margin_weight', 'adv_dropout_weight')
+    return ([n for n in weights if getattr(modules, n) > 0]
+            + [n for n in flags if getattr(modules, n)])

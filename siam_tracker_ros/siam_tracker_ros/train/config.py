@@ -70,10 +70,12 @@ class SamplerConfig:
     negative: float = 0.2        # probability of a negative pair (DaSiamRPN)
     hard_negative: float = 0.5   # share of negatives cut from the same sequence off the target
     label_assignment: str = 'ellipse'  # 'ellipse' (NanoTrack/BAN) or 'centre_distance'
-    pos_num: int = 16            # keep at most this many positive points (0 = all)
-    neg_num: int = 48            # keep at most this many negative points (0 = all)
+    pos_num: int = 16            # keep at most this many positive points/anchors (0 = all)
+    neg_num: int = 48            # keep at most this many negative points/anchors (0 = all)
     centre_pos_radius: float = 1.0  # centre_distance: positive within this many strides
     centre_neg_radius: float = 2.0  # centre_distance: negative beyond this many strides
+    anchor_pos_iou: float = 0.6  # anchor heads (SiamRPN++): positive above this IoU (pysot)
+    anchor_neg_iou: float = 0.3  # anchor heads: negative below this IoU, ignored between
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,9 @@ class LossConfig:
     """Weights of the base losses (the modules' extra terms carry their own weights)."""
 
     cls_weight: float = 1.0
-    reg_weight: float = 1.0
+    reg_weight: float = 1.0      # anchor-free heads (NanoTrack): the IoU loss
     iou: str = 'iou'             # 'iou' (-log IoU, NanoTrack/BAN), 'linear_iou' or 'giou'
+    loc_weight: float = 1.2      # anchor heads (SiamRPN++): pysot's L1 delta loss (LOC_WEIGHT)
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         problems.append('sampler shifts must be >= 0 and scale jitters in [0, 1)')
     if not 0 < s.centre_pos_radius <= s.centre_neg_radius:
         problems.append('sampler needs 0 < centre_pos_radius <= centre_neg_radius')
+    if not 0 <= s.anchor_neg_iou <= s.anchor_pos_iou < 1:
+        problems.append('sampler needs 0 <= anchor_neg_iou <= anchor_pos_iou < 1')
+    if min(cfg.loss.cls_weight, cfg.loss.reg_weight, cfg.loss.loc_weight) < 0:
+        problems.append('loss.cls_weight, reg_weight and loc_weight must be >= 0')
     if (cfg.optim.lr <= 0 or cfg.optim.module_lr_scale <= 0 or cfg.optim.warmup_steps < 0
             or cfg.optim.grad_clip < 0):
         problems.append('optim.lr and module_lr_scale must be > 0, warmup_steps and '

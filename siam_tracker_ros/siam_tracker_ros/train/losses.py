@@ -1,5 +1,5 @@
 """
-The base losses of NanoTrack / SiamBAN training (upstream's ``select_*`` losses).
+The base losses of NanoTrack / SiamBAN and SiamRPN++ training (upstream's ``select_*`` losses).
 
 * classification: cross-entropy over the 2-channel logits (channel 1 = target), averaged over
   the positive points and over the negative points separately and weighted 0.5 / 0.5 (pysot's
@@ -7,6 +7,12 @@ The base losses of NanoTrack / SiamBAN training (upstream's ``select_*`` losses)
 * regression: an IoU loss between the predicted and the target (l, t, r, b) distances at the
   points where ``reg_weight`` > 0: ``iou`` = -log IoU (SiamBAN / NanoTrack), ``linear_iou`` =
   1 - IoU, ``giou`` = 1 - generalised IoU; IoU uses upstream's +1 smoothing.
+
+An anchor head (SiamRPN++, ``anchor_losses``) has K anchors per point: its (B, 2K, S, S) logits
+are read as pysot lays them out, [2, K] (background first), for the same balanced
+cross-entropy over (B, K, S, S) labels, and its (B, 4K, S, S) deltas, [4, K], get pysot's
+``weight_l1_loss``: the L1 distance of the 4 deltas, times ``reg_weight`` (1 / positives of
+the pair), summed and divided by the batch size, weighted by ``loc_weight``.
 
 Both are computed in float32 whatever the autocast precision of the network outputs.
 """
@@ -21,7 +27,7 @@ from .config import LossConfig
 
 
 def cls_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Balanced cross-entropy of (B, 2, S, S) logits against (B, S, S) labels in {1, 0, -1}."""
+    """Balanced cross-entropy of (B, 2, ...) logits against (B, ...) labels in {1, 0, -1}."""
     logp = F.log_softmax(logits.float(), dim=1)
     total = logp.new_zeros(())
     for value, channel in ((1.0, 1), (0.0, 0)):
@@ -68,4 +74,27 @@ def base_losses(out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor],
         'cls': config.cls_weight * cls_loss(out['cls'], batch['cls_label']),
         'reg': config.reg_weight * iou_loss(out['reg'], batch['reg_target'],
                                             batch['reg_weight'], config.iou),
+    }
+
+
+def delta_l1_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """
+    Return pysot's weight_l1_loss of (B, 4K, S, S) deltas against (B, 4, K, S, S) targets.
+
+    ``weight`` (B, K, S, S) is 1 / positives on a pair's positive anchors, 0 elsewhere.
+    """
+    b, _, k, h, w = target.shape
+    diff = (pred.float().view(b, 4, k, h, w) - target.float()).abs().sum(dim=1)
+    return (diff * weight.float()).sum() / b
+
+
+def anchor_losses(out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor],
+                  config: LossConfig) -> Dict[str, torch.Tensor]:
+    """Return the weighted base terms {'cls', 'reg'} of one batch of an anchor head."""
+    labels = batch['cls_label']
+    b, k, h, w = labels.shape
+    return {
+        'cls': config.cls_weight * cls_loss(out['cls'].view(b, 2, k, h, w), labels),
+        'reg': config.loc_weight * delta_l1_loss(out['reg'], batch['reg_target'],
+                                                 batch['reg_weight']),
     }

@@ -36,6 +36,15 @@ target box sides, what the anchor-free decoder reads. Positives (``label_assignm
 
 At most ``pos_num`` positives and ``neg_num`` negatives are kept (chosen at random, upstream's
 64-point budget); the rest are ignored (-1).
+
+An anchor head (SiamRPN++: ``Geometry.anchors`` set) is labelled per anchor instead
+(``anchor_labels``, pysot's ``AnchorTarget``), on the anchors the tracker decodes
+(``core.decode.anchor_boxes``, K per score-map point): an anchor whose IoU with the target box is
+above ``anchor_pos_iou`` is positive, below ``anchor_neg_iou`` negative, between ignored; at
+most ``pos_num`` positives and ``neg_num`` negatives are kept. ``reg_target`` holds pysot's
+deltas (dx, dy, dw, dh) = ((tx - ax) / aw, (ty - ay) / ah, log(tw / aw), log(th / ah)) and
+``reg_weight`` is 1 / (number of positives) on the positives (pysot's ``delta_weight``). Every
+anchor of a negative pair is negative (``neg_num`` of them kept), with no regression.
 """
 from __future__ import annotations
 
@@ -51,7 +60,8 @@ import numpy as np
 from .config import SamplerConfig
 from .datasets import visible_mask
 from ..core.crop import context_size, crop_window
-from ..core.decode import point_grid
+from ..core.decode import anchor_boxes, point_grid
+from ..core.manifest import AnchorSpec
 from ..io.sequences import read_frame, Sequence
 
 # pysot's PCA colour noise (RGB eigenvectors scaled by the eigenvalues).
@@ -70,6 +80,7 @@ class Geometry:
     score_size: int
     stride: int
     context_amount: float
+    anchors: Optional[AnchorSpec] = None   # an anchor head's anchors (None: anchor-free points)
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,7 @@ class Pair:
     cls_label: np.ndarray       # (S, S) float32: 1 positive, 0 negative, -1 ignore
     reg_target: np.ndarray      # (4, S, S) float32 (l, t, r, b) in search-crop pixels
     reg_weight: np.ndarray      # (S, S) float32: 1 where regression counts
+    # (anchor heads: (K, S, S), (4, K, S, S) deltas, (K, S, S) 1 / positives; see labels())
     negative: bool
     box: np.ndarray             # (cx, cy, w, h) of the target in frame t's crop (NaN if none)
     kind: str                   # 'positive', 'semantic' or 'hard'
@@ -177,6 +189,54 @@ def point_labels(box: Optional[np.ndarray], geometry: Geometry, config: SamplerC
     cls[neg] = 0.0
     cls[pos] = 1.0
     return cls, reg.astype(np.float32), pos.astype(np.float32)
+
+
+def anchor_labels(box: Optional[np.ndarray], geometry: Geometry, config: SamplerConfig,
+                  rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    (cls_label (K, S, S), reg_target (4, K, S, S), reg_weight (K, S, S)) of an anchor head.
+
+    ``box`` is (cx, cy, w, h) relative to the search-crop centre in crop pixels, None for a
+    negative pair. Anchors are ``core.decode.anchor_boxes`` of ``geometry.anchors`` (see the
+    module docstring for the rule: pysot's AnchorTarget).
+    """
+    size, spec = geometry.score_size, geometry.anchors
+    if spec is None:
+        raise ValueError("anchor_labels needs Geometry.anchors (the head's anchor set)")
+    k = spec.count
+    anchors = anchor_boxes(size, geometry.stride, tuple(spec.ratios), tuple(spec.scales))
+    ax, ay, aw, ah = (a.reshape(k, size, size).astype(np.float64) for a in anchors)
+    cls = np.full((k, size, size), -1.0, np.float32)
+    reg = np.zeros((4, k, size, size), np.float32)
+    weight = np.zeros((k, size, size), np.float32)
+    if box is None:
+        cls[_keep(np.ones(cls.shape, bool), config.neg_num, rng)] = 0.0
+        return cls, reg, weight
+    cx, cy, w, h = (float(v) for v in box)
+    iw = np.clip(np.minimum(ax + aw / 2, cx + w / 2) - np.maximum(ax - aw / 2, cx - w / 2),
+                 0.0, None)
+    ih = np.clip(np.minimum(ay + ah / 2, cy + h / 2) - np.maximum(ay - ah / 2, cy - h / 2),
+                 0.0, None)
+    inter = iw * ih
+    iou = inter / (aw * ah + w * h - inter)
+    pos = _keep(iou > config.anchor_pos_iou, config.pos_num, rng)
+    neg = _keep(iou < config.anchor_neg_iou, config.neg_num, rng)
+    cls[neg] = 0.0
+    cls[pos] = 1.0
+    tw, th = max(w, 1e-6), max(h, 1e-6)     # finite deltas even for a degenerate box
+    reg[:] = np.stack([(cx - ax) / aw, (cy - ay) / ah, np.log(tw / aw), np.log(th / ah)])
+    count = int(pos.sum())
+    if count:
+        weight[pos] = 1.0 / count
+    return cls, reg, weight
+
+
+def labels(box: Optional[np.ndarray], geometry: Geometry, config: SamplerConfig,
+           rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the labels of ``box`` for the head of ``geometry``: anchors or points."""
+    if geometry.anchors is not None:
+        return anchor_labels(box, geometry, config, rng)
+    return point_labels(box, geometry, config, rng)
 
 
 def _motion_kernel(rng: np.random.Generator) -> np.ndarray:
@@ -389,7 +449,7 @@ class PairSampler:
             searches = [c[:, ::-1] for c in searches]
             if box is not None:
                 box = box * np.array([-1.0, 1.0, 1.0, 1.0])
-        cls, reg, weight = point_labels(box, g, cfg, rng)
+        cls, reg, weight = labels(box, g, cfg, rng)
         return Pair(templates=_stack(templates), searches=_stack(searches), cls_label=cls,
                     reg_target=reg, reg_weight=weight, negative=negative,
                     box=np.full(4, np.nan) if box is None else box, kind=kind,

@@ -11,8 +11,9 @@ One run writes into its output folder:
 * ``checkpoints/step_NNNNNNN.pt``: resumable state (model, optimiser, AMP scaler, step, RNG
   states, configuration);
 * ``model.pth``: the base network's state dict (``{'state_dict': ...}``, which
-  ``nets.registry.load_weights`` reads strictly into ``build_net(arch)``) and ``modules.pth``:
-  the learned modules' settings and state dict;
+  ``nets.registry.load_weights`` reads strictly into ``build_net(arch)``; a SiamRPN++ net keeps
+  pysot's parameter names, so ``siam-model import pysot --config CONFIG --checkpoint
+  model.pth`` takes it) and ``modules.pth``: the learned modules' settings and state dict;
 * ``learning_curves.png``: the smoothed training loss and the validation AUC (train/curves.py;
   ``siam-train --curves OUT.png --run LABEL=DIR ...`` overlays several runs).
 
@@ -25,6 +26,12 @@ eval/metrics.py. TAFA runs on every frame; the ST fusion runs only when ``val.pr
 the template (``update`` or a long-term preset, not ``plain``). The modules without an export
 (DA attention, feature modulation, layer aggregation) are not in the tracker: validation
 measures the net without them.
+
+The base is NanoTrack (v1, v2, v3: point labels, IoU loss, the learned modules) or SiamRPN++
+(siamrpn_alex, siamrpn_mobilev2, siamrpn_r50, from a pysot checkpoint or a product model
+folder: pysot's anchor labels and losses, ``nets.train_net.RPNTrainNet``; the learned modules
+are NanoTrack only and refused). ``freeze_backbone`` freezes the backbone; SiamRPN++'s neck
+(AdjustAllLayer) trains with its head, NanoTrack's neck is never run and stays frozen.
 """
 from __future__ import annotations
 
@@ -44,13 +51,15 @@ import yaml
 from .config import ConfigError, to_mapping, TrainConfig
 from .datasets import load_source
 from .loader import make_loader, PairDataset
-from .losses import base_losses
+from .losses import anchor_losses, base_losses
 from .pairs import FrameCache, Geometry, PairSampler
 from ..core.config import preset, TrackerConfig
-from ..core.manifest import load_manifest, MANIFEST_NAME, ModelError, ModelSpec, MODULES_ROLE
+from ..core.manifest import (AnchorSpec, load_manifest, MANIFEST_NAME, ModelError, ModelSpec,
+                             MODULES_ROLE)
 from ..io.sequences import load_frames, load_sequence, Sequence
 from ..nets.modules_file import LearnedFile, MODULES_FILE, runtime_part, save_modules
-from ..nets.train_net import TrainNet
+from ..nets.siamrpn import SiamRPNpp
+from ..nets.train_net import modules_on, RPNTrainNet, TrainNet
 
 CHECKPOINT_FORMAT = 'siam-train-checkpoint'
 CHECKPOINT_VERSION = 1
@@ -59,7 +68,10 @@ VAL_LOG_NAME = 'val_log.csv'
 CURVES_NAME = 'learning_curves.png'
 WEIGHTS_NAME = 'model.pth'
 MODULES_NAME = 'modules.pth'
+NANOTRACK_ARCHS = ('nanotrack_v1', 'nanotrack_v2', 'nanotrack_v3')
+SIAMRPN_ARCHS = ('siamrpn_alex', 'siamrpn_mobilev2', 'siamrpn_r50')
 PathLike = Union[str, Path]
+AnyTrainNet = Union[TrainNet, RPNTrainNet]
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,10 @@ def resolve_base(model: str, arch: str = '') -> BaseModel:
     """
     Find the starting weights: a product model folder, an upstream NanoTrack folder or a .pth.
 
-    A bare .pth needs ``arch``; only NanoTrack (v1, v2, v3) nets can be trained.
+    A bare .pth (a NanoTrack or pysot SiamRPN++ checkpoint) needs ``arch``; it gets the
+    tracker settings of that arch (for SiamRPN++ those of pysot's published config).
+    NanoTrack (v1, v2, v3) and SiamRPN++ (siamrpn_alex, siamrpn_mobilev2, siamrpn_r50) nets
+    can be trained.
     """
     if not model:
         raise ConfigError('model is empty: give a model folder (e.g. '
@@ -86,8 +101,12 @@ def resolve_base(model: str, arch: str = '') -> BaseModel:
     if path.is_file():
         checkpoint = path
         if not arch:
-            raise ConfigError(f'{path} is a bare checkpoint: set arch (nanotrack_v1, '
-                              'nanotrack_v2 or nanotrack_v3)')
+            raise ConfigError(f'{path} is a bare checkpoint: set arch (one of '
+                              f'{", ".join(NANOTRACK_ARCHS + SIAMRPN_ARCHS)})')
+        if arch in SIAMRPN_ARCHS:
+            from ..nets.pysot_import import tracker_config
+            from ..nets.siamrpn import DEFAULT_CONFIGS
+            tracker = tracker_config(DEFAULT_CONFIGS[arch])
     elif (path / MANIFEST_NAME).is_file():
         spec = load_manifest(path)
         arch = arch or spec.arch
@@ -106,14 +125,14 @@ def resolve_base(model: str, arch: str = '') -> BaseModel:
         arch = arch or f'nanotrack_v{upstream_version(files)}'
         checkpoint = files['checkpoint']
         tracker = read_tracker_config(files['config'])
-    if not arch.startswith('nanotrack_v'):
-        raise ConfigError(f'siam-train trains NanoTrack v1/v2/v3 (anchor-free point labels); '
-                          f'{arch or "this model"} is not one (SiamRPN++ checkpoints load for '
-                          'tracking, but their anchor labels are not implemented)')
+    if arch not in NANOTRACK_ARCHS + SIAMRPN_ARCHS:
+        raise ConfigError(f'siam-train trains NanoTrack ({", ".join(NANOTRACK_ARCHS)}) and '
+                          f'SiamRPN++ ({", ".join(SIAMRPN_ARCHS)}); {arch or "this model"} '
+                          'is not one of them')
     return BaseModel(arch=arch, checkpoint=checkpoint, tracker=tracker, name=path.stem)
 
 
-def learned_state(net: TrainNet) -> Dict[str, torch.Tensor]:
+def learned_state(net: AnyTrainNet) -> Dict[str, torch.Tensor]:
     """Return the state of ``net`` outside its base network (the learned modules)."""
     prefix = next(name for name, child in net.named_children() if child is net.base) + '.'
     return {k: v.detach().cpu() for k, v in net.state_dict().items()
@@ -257,7 +276,7 @@ class Validator:
         """Tell whether there is anything to validate on."""
         return bool(self.sequences)
 
-    def model(self, net: TrainNet) -> ModelSpec:
+    def model(self, net: AnyTrainNet) -> ModelSpec:
         """
         Write ``net``'s current weights to the validation folder; return the spec to track with.
 
@@ -276,14 +295,16 @@ class Validator:
             save_modules(learned, self.folder / MODULES_FILE)
             files[MODULES_ROLE] = MODULES_FILE
         c = learned.config
-        return ModelSpec(root=self.folder, name='siam-train-val', family='nanotrack',
-                         decoder='anchor_free', layout='template_search',
-                         stride=int(net.base.stride), files=files, arch=self.base.arch,
-                         tracker=self.tracker_config,
+        anchors = _anchors(net.base)
+        return ModelSpec(root=self.folder, name='siam-train-val',
+                         family='nanotrack' if anchors is None else 'siamrpn',
+                         decoder='anchor_free' if anchors is None else 'anchor',
+                         layout='template_search', stride=int(net.base.stride), files=files,
+                         arch=self.base.arch, tracker=self.tracker_config, anchors=anchors,
                          fusion_memory=c.st_memory if c.st_fusion else 0,
                          temporal_frames=FRAMES if c.tafa else 0)
 
-    def run(self, net: TrainNet) -> Dict[str, float]:
+    def run(self, net: AnyTrainNet) -> Dict[str, float]:
         """Return each sequence's AUC and their mean ('auc') for the current weights."""
         from ..backends.registry import create_backend
         from ..core.tracker import SiameseTracker
@@ -391,7 +412,26 @@ def _device(cfg: TrainConfig) -> torch.device:
                           'cuda:N') from exc
 
 
-def _set_train_mode(net: TrainNet, cfg: TrainConfig) -> None:
+def check_siamrpn_config(cfg: TrainConfig, arch: str) -> None:
+    """Refuse the settings a SiamRPN++ run cannot honour (the NanoTrack-only parts)."""
+    on = modules_on(cfg.modules)
+    if on:
+        raise ConfigError(f'the learned modules are NanoTrack only: {arch} (SiamRPN++) trains '
+                          f'without them; switch off {", ".join("modules." + n for n in on)}')
+    if cfg.sampler.label_assignment != 'ellipse':
+        raise ConfigError(f'sampler.label_assignment {cfg.sampler.label_assignment} labels '
+                          f'points of an anchor-free head (NanoTrack only); {arch} uses '
+                          "pysot's IoU anchor labels (sampler.anchor_pos_iou, anchor_neg_iou)")
+
+
+def _anchors(base: nn.Module) -> Optional[AnchorSpec]:
+    """Return the anchor set of an anchor head (SiamRPN++), None for a point head."""
+    if not isinstance(base, SiamRPNpp):
+        return None
+    return AnchorSpec(tuple(base.config.ratios), tuple(base.config.scales))
+
+
+def _set_train_mode(net: AnyTrainNet, cfg: TrainConfig) -> None:
     net.train()
     if cfg.freeze_backbone:
         net.base.backbone.eval()
@@ -443,14 +483,22 @@ def train(cfg: TrainConfig, out_dir: Optional[PathLike] = None,
     random.seed(cfg.seed)
 
     base_model = resolve_base(cfg.model, cfg.arch)
+    anchor_head = base_model.arch in SIAMRPN_ARCHS
+    if anchor_head:
+        check_siamrpn_config(cfg, base_model.arch)
     try:
-        base = load_weights(build_net(base_model.arch), base_model.checkpoint, strict=True)
+        if anchor_head:
+            from ..nets.pysot_import import load_pysot_weights
+            base = build_net(base_model.arch)
+            load_pysot_weights(base, base_model.checkpoint)   # pysot's layouts, strict
+        else:
+            base = load_weights(build_net(base_model.arch), base_model.checkpoint, strict=True)
     except ModelError as exc:
         raise ConfigError(f'cannot start from {cfg.model}: {exc}') from exc
-    net = TrainNet(base, cfg.modules).to(device)
+    net = (RPNTrainNet if anchor_head else TrainNet)(base, cfg.modules).to(device)
     frozen = [base.backbone] if cfg.freeze_backbone else []
-    frozen += [m for name, m in base.named_children()
-               if name != 'backbone' and (cfg.freeze_head or name == 'neck')]
+    frozen += [m for name, m in base.named_children() if name != 'backbone' and (
+        cfg.freeze_head or (name == 'neck' and not anchor_head))]
     for module in frozen:                   # NanoTrack's neck is never run
         for p in module.parameters():
             p.requires_grad_(False)
@@ -491,7 +539,7 @@ def train(cfg: TrainConfig, out_dir: Optional[PathLike] = None,
                      'does not run the ST fusion (val.preset=update does)')
     tc = base_model.tracker.step
     geometry = Geometry(tc.exemplar_size, tc.instance_size, base.score_size, base.stride,
-                        tc.context_amount)
+                        tc.context_amount, anchors=_anchors(base))
     sampler = build_data(cfg, geometry, exclude=validator.sequences)
     if sampler.dropped:
         notes.append(f'no visible target in {", ".join(sampler.dropped)}: not used')
@@ -550,7 +598,7 @@ def train(cfg: TrainConfig, out_dir: Optional[PathLike] = None,
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
             outputs = net(batch['templates'], batch['searches'])
-            terms = base_losses(outputs, batch, cfg.loss)
+            terms = (anchor_losses if anchor_head else base_losses)(outputs, batch, cfg.loss)
             extra = net.extra_losses(outputs, batch)
         clash = set(extra) & (set(terms) | {'loss', 'step', 'lr', 'seconds'})
         if clash:
