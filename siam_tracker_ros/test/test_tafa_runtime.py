@@ -3,7 +3,7 @@ A NanoTrack v3 fine-tuned with TAFA's temporal shift: export, backends, tracker.
 
 The TAFA module gets non-zero random weights (an untrained one is the identity, which would
 make every comparison empty) and is written as siam-train writes modules.pth. The model folder
-is made with ``siam-model export --modules``. Tolerances are the export's (nets.tafa_export:
+is made with ``siam-model export --modules``. Tolerances are the export's (nets.module_export:
 FEATURE_TOL for features, OUTPUT_TOL for cls/reg, relative to the largest reference value).
 Needs the real weights and sequences in ../shared (skipped without them).
 """
@@ -30,7 +30,8 @@ from siam_tracker_ros.nets.export import export_nanotrack
 from siam_tracker_ros.nets.modules_file import read_modules
 from siam_tracker_ros.nets.onnx_inspect import runtime_weight_convs
 from siam_tracker_ros.nets.registry import build_net, load_weights
-from siam_tracker_ros.nets.tafa_export import check_tafa_search, FEATURE_TOL, OUTPUT_TOL, tafa_net
+from siam_tracker_ros.nets.module_export import (check_module_graphs, FEATURE_TOL, module_net,
+                                                 OUTPUT_TOL)
 from siam_tracker_ros.nets.train_net import LearnedModules, TrainNet
 from siam_tracker_ros.train.config import to_mapping
 from siam_tracker_ros.train.trainer import learned_state
@@ -42,7 +43,7 @@ FRAMES = 60
 
 def _tafa_net(modules_path):
     base = load_weights(build_net('nanotrack_v3'), V3_WEIGHTS)
-    return tafa_net(base, read_modules(modules_path, 'nanotrack_v3'), modules_path)
+    return module_net(base, read_modules(modules_path, 'nanotrack_v3'), modules_path)
 
 
 def _write_modules(path, seed=0, **flags):
@@ -143,7 +144,8 @@ def test_export_writes_a_temporal_tensorrt_safe_search_graph(tafa_dir, base_dir)
 
 def test_onnxruntime_graph_matches_torch_trainnet(tafa_dir, modules_pth):
     net = _tafa_net(modules_pth)
-    errors = check_tafa_search(net, tafa_dir / 'search.onnx', seed=3)
+    errors = check_module_graphs(net, tafa_dir / 'template.onnx', tafa_dir / 'search.onnx',
+                                 seed=3)
     assert set(errors) == {'cls', 'reg', 'xf'}
     # Against the TrainNet as training runs it: template (B, 1, ...), searches t-2, t-1, t.
     z, x = bag_crops()
@@ -306,10 +308,12 @@ def test_bad_modules_files_are_refused_clearly(tmp_path, modules_pth):
     torch.save({'weights': {}}, tmp_path / 'plain.pth')
     with pytest.raises(ModelError, match='not a siam-train modules.pth'):
         read_modules(tmp_path / 'plain.pth')
-    out = tmp_path / 'fm'
-    with pytest.raises(ModelError, match=r"\['feature_modulation'\] .*cannot be exported yet"):
-        export_nanotrack(3, V3_WEIGHTS, out,
-                         modules=_write_modules(tmp_path / 'fm.pth', feature_modulation=True))
+    state = torch.load(modules_pth, weights_only=True)
+    state['modules']['feature_modulation'] = True  # settings without the module's state
+    torch.save(state, tmp_path / 'fm.pth')
+    with pytest.raises(ModelError, match=r"state does not match its settings .*"
+                                         r"no state for \['feature_modulation'\]"):
+        export_nanotrack(3, V3_WEIGHTS, tmp_path / 'fm', modules=tmp_path / 'fm.pth')
     state = torch.load(modules_pth, weights_only=True)
     state['state_dict'].pop('tafa.gate')
     torch.save(state, tmp_path / 'short.pth')

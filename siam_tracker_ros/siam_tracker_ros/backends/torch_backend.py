@@ -4,8 +4,9 @@ PyTorch backend: runs the network definitions in ``nets`` from a checkpoint.
 Slower than ONNX Runtime or TensorRT on the same device; it exists for parity checks against
 the exported graphs, for nets without an exported graph yet, and for CUDA without TensorRT.
 The model spec must name the architecture (``arch``, a key of ``nets.registry.NETS``) and hold
-a ``checkpoint`` file. A model with learned modules (a template fusion, a temporal search
-graph) runs them as the PyTorch modules rebuilt from the directory's ``modules.pth``; the
+a ``checkpoint`` file. A model with learned modules (a template fusion, modules inside the
+template / search graphs, a temporal search graph) runs them as the PyTorch modules rebuilt
+from the directory's ``modules.pth`` (``nets.fusion_export``, ``nets.module_export``); the
 torch backend needs no ONNX graph, so a spec naming just ``checkpoint`` and ``modules`` (with
 ``fusion_memory`` / ``temporal_frames`` set) runs the same model (siam-train's validation).
 """
@@ -16,7 +17,7 @@ from typing import Sequence, Tuple
 import numpy as np
 
 from .base import BackendError, Features, fusion_feeds, neighbour_features, no_fusion_error
-from ..core.manifest import ModelError, ModelSpec
+from ..core.manifest import ModelError, ModelSpec, MODULES_ROLE
 
 
 def _import_torch():
@@ -80,7 +81,7 @@ class TorchBackend:
         self._template, self._search = net.split()
         self._temporal_search = None
         self._fusion = None
-        if self.temporal or spec.has_fusion:
+        if self.temporal or spec.has_fusion or MODULES_ROLE in spec.files:
             self._load_learned(spec, net)
 
         mean = np.asarray(spec.input_mean, dtype=np.float32).reshape(1, 3, 1, 1)
@@ -94,28 +95,36 @@ class TorchBackend:
             self.warm_up()
 
     def _load_learned(self, spec: ModelSpec, net) -> None:
-        """Rebuild the model's template fusion and / or temporal search from modules.pth."""
+        """Rebuild the model's template fusion and graph modules from modules.pth."""
         from ..nets.fusion_export import fusion_module
+        from ..nets.module_export import module_net, ModuleSearch, ModuleTemplate
         from ..nets.modules_file import check_exportable, read_modules
-        from ..nets.tafa_export import tafa_net, TafaSearch
         parts = (('template fusion', spec.has_fusion), ('temporal search', self.temporal))
-        what = ' and '.join(name for name, on in parts if on)
+        what = ' and '.join(name for name, on in parts if on) or 'learned modules'
         try:
-            path = spec.path('modules')
+            path = spec.path(MODULES_ROLE)
             learned = read_modules(path, spec.arch)
             check_exportable(learned, path)
             want = tuple(name for name, on in (('st_fusion', spec.has_fusion),
                                                ('tafa', self.temporal)) if on)
-            if learned.runtime != want:
+            has = tuple(name for name in learned.runtime if name in ('st_fusion', 'tafa'))
+            if has != want:
                 raise ModelError(f'{path} holds the modules {list(learned.runtime)}, the model '
                                  f'runs {list(want)}; re-export it (siam-model export '
                                  '--modules)')
             if spec.has_fusion:
                 self._fusion = fusion_module(learned, path).to(device=self.device,
                                                                dtype=self._dtype)
-            if self.temporal:
-                search = TafaSearch(tafa_net(net, learned, path))
-                self._temporal_search = search.to(device=self.device, dtype=self._dtype).eval()
+            if learned.graph:
+                learned_net = module_net(net, learned, path).to(device=self.device,
+                                                                dtype=self._dtype).eval()
+                if learned_net.layer_aggregation is not None:
+                    self._template = ModuleTemplate(learned_net)
+                search = ModuleSearch(learned_net)
+                if self.temporal:
+                    self._temporal_search = search
+                else:
+                    self._search = search
         except ModelError as exc:
             raise BackendError(f'torch backend cannot load the {what} of model {spec.name}: '
                                f'{exc}') from exc

@@ -271,7 +271,8 @@ def _template_shape(path: Path) -> Tuple[int, ...]:
 
 
 # Default model-name suffixes of the learned modules a model runs.
-_TAGS = {'st_fusion': 'st', 'tafa': 'tafa'}
+_TAGS = {'st_fusion': 'st', 'layer_aggregation': 'la', 'tafa': 'tafa',
+         'feature_modulation': 'fm', 'da_attention': 'da'}
 
 
 def export_nanotrack(version: int, checkpoint: PathLike, out_dir: PathLike,
@@ -283,12 +284,14 @@ def export_nanotrack(version: int, checkpoint: PathLike, out_dir: PathLike,
     ``out_dir`` receives template.onnx, search.onnx (constant-weight convolutions only),
     checkpoint.pth (the state dict alone, for the torch backend) and manifest.json with the
     upstream tracking hyper-parameters; the model is named ``name`` or the arch (plus -st,
-    -tafa for the learned modules in it). ``modules``, a siam-train modules.pth of the same
-    run, adds what its switched-on modules need at inference (``nets.modules_file``): ST
-    fusion its fusion.onnx (``nets.fusion_export``), TAFA the temporal search graph in place of
-    the base one (``nets.tafa_export``), both when both are on; each graph is checked against
-    torch in ONNX Runtime and the folder gets modules.pth. Modules without an export are
-    refused (ModelError); training-only ones export as the plain net. Returns the verified
+    -la, -tafa, -fm, -da for the learned modules in it). ``modules``, a siam-train modules.pth
+    of the same run, adds what its switched-on modules need at inference
+    (``nets.modules_file``): ST fusion its fusion.onnx (``nets.fusion_export``); layer
+    aggregation, TAFA, feature modulation and DA attention the template / search graphs
+    exported from the TrainNet with them in place of the base ones (``nets.module_export``:
+    only TAFA changes the search graph's interface, and layer aggregation alone changes the
+    template graph); each graph is checked against torch in ONNX Runtime and the folder gets
+    modules.pth. Training-only modules export as the plain net. Returns the verified
     ModelSpec.
     """
     from .registry import build_net, load_weights
@@ -308,12 +311,15 @@ def export_nanotrack(version: int, checkpoint: PathLike, out_dir: PathLike,
     torch.save({'arch': arch, 'state_dict': net.state_dict()}, ckpt)
     extra: Dict[str, object] = {}
     runtime = learned.runtime if learned is not None else ()
-    if 'tafa' in runtime:
-        from .tafa_export import check_tafa_search, export_tafa_search, FRAMES, tafa_net
-        temporal = tafa_net(net, learned, modules)
-        export_tafa_search(temporal, spath, step.instance_size, step.exemplar_size, opset)
-        check_tafa_search(temporal, spath)
-        extra['temporal_frames'] = FRAMES
+    if learned is not None and learned.graph:
+        from .module_export import (check_module_graphs, export_module_graphs, FRAMES,
+                                    module_net)
+        learned_net = module_net(net, learned, modules)
+        export_module_graphs(learned_net, tpath, spath, step.instance_size,
+                             step.exemplar_size, opset)
+        check_module_graphs(learned_net, tpath, spath)
+        if learned.config.tafa:
+            extra['temporal_frames'] = FRAMES
     if 'st_fusion' in runtime:
         from .fusion_export import check_fusion, export_fusion, FUSION_FILE, fusion_module
         module = fusion_module(learned, modules)

@@ -8,15 +8,15 @@ before the settings were saved in it are read with the run's ``config.yaml`` bes
 validation all read it with ``read_modules``. What each module needs at inference:
 
 * ``st_fusion``: its own graph, run on template updates (``nets.fusion_export``);
-* ``tafa``: a search graph that also takes the previous frames' features
-  (``nets.tafa_export``);
-* the margin loss and adversarial dropout: nothing (they shape training only);
-* ``da_attention``, ``feature_modulation``, ``layer_aggregation``: they change the template or
-  search graphs in ways that have no export yet; ``check_exportable`` refuses them.
+* ``layer_aggregation``, ``tafa``, ``feature_modulation``, ``da_attention`` (the graph
+  modules): the template / search graphs exported from the ``TrainNet`` with them
+  (``nets.module_export``); only ``tafa`` changes the search graph's interface (it also takes
+  the previous frames' features);
+* the margin loss and adversarial dropout: nothing (they shape training only).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Dict, Mapping, Tuple, Union
 
@@ -30,10 +30,10 @@ from ..core.manifest import ModelError
 PathLike = Union[str, Path]
 
 MODULES_FILE = 'modules.pth'
+# Learned modules inside the template / search graphs (nets.module_export), in net order.
+GRAPH_MODULES = ('layer_aggregation', 'tafa', 'feature_modulation', 'da_attention')
 # Learned modules that run at inference, each from its own part of the state.
-RUNTIME_MODULES = ('st_fusion', 'tafa')
-# Learned modules that change the template or search graphs: no export for them yet.
-UNEXPORTED = ('da_attention', 'feature_modulation', 'layer_aggregation')
+RUNTIME_MODULES = ('st_fusion',) + GRAPH_MODULES
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,13 @@ class LearnedFile:
 
     @property
     def runtime(self) -> Tuple[str, ...]:
-        """Return the switched-on modules that run at inference (st_fusion, tafa)."""
+        """Return the switched-on modules that run at inference (RUNTIME_MODULES order)."""
         return tuple(name for name in RUNTIME_MODULES if getattr(self.config, name))
+
+    @property
+    def graph(self) -> Tuple[str, ...]:
+        """Return the switched-on modules inside the template / search graphs."""
+        return tuple(name for name in GRAPH_MODULES if getattr(self.config, name))
 
 
 def _settings(path: Path, stored: Any) -> Mapping[str, Any]:
@@ -113,16 +118,11 @@ def read_modules(path: PathLike, arch: str = '') -> LearnedFile:
 
 def check_exportable(learned: LearnedFile, path: PathLike = MODULES_FILE) -> None:
     """
-    Raise ModelError unless every module of ``learned`` has an export (see the module doc).
+    Raise ModelError unless ``learned`` can be exported (see the module doc).
 
-    The state must hold exactly the switched-on runtime modules' parts.
+    Every module has an export; the state must hold exactly the switched-on runtime modules'
+    parts.
     """
-    on = [name for name in UNEXPORTED if getattr(learned.config, name)]
-    if on:
-        raise ModelError(f'{path}: the learned modules {on} change the template/search graphs '
-                         'and cannot be exported yet; export supports st_fusion (its own '
-                         'graph), tafa (the temporal search graph) and the training-only '
-                         'margin loss and adversarial dropout')
     prefixes = tuple(name + '.' for name in learned.runtime)
     extra = sorted(k for k in learned.state if not k.startswith(prefixes))
     empty = [name for name in learned.runtime if not learned.module_state(name)]
@@ -133,9 +133,7 @@ def check_exportable(learned: LearnedFile, path: PathLike = MODULES_FILE) -> Non
 
 def runtime_part(learned: LearnedFile) -> LearnedFile:
     """Return ``learned`` with only its runtime modules (settings and state), the rest off."""
-    c = learned.config
-    config = LearnedModules(st_fusion=c.st_fusion, st_memory=c.st_memory, tafa=c.tafa,
-                            tafa_channels=c.tafa_channels)
+    config = replace(learned.config, margin_weight=0.0, adv_dropout_weight=0.0)
     prefixes = tuple(name + '.' for name in learned.runtime)
     state = {k: v for k, v in learned.state.items() if k.startswith(prefixes)}
     return LearnedFile(config, state, learned.arch)

@@ -18,8 +18,9 @@ One run writes into its output folder:
   ``siam-train --curves OUT.png --run LABEL=DIR ...`` overlays several runs).
 
 Validation saves the current base weights and the state of the learned modules that run at
-inference (ST fusion, TAFA: ``nets.modules_file``) to ``val/`` as the torch backend reads a
-model exported with ``siam-model export --modules`` (checkpoint + modules.pth, no ONNX), and
+inference (all but the margin loss and adversarial dropout: ``nets.modules_file``) to ``val/``
+as the torch backend reads a model exported with ``siam-model export --modules`` (checkpoint +
+modules.pth, no ONNX), and
 runs the tracker (core/tracker.py on that backend, exactly as siam-eval runs such a model) over
 the first ``val.max_frames`` frames of each held-out sequence, scoring AUC with
 eval/metrics.py. TAFA runs on every frame; the ST fusion runs only when ``val.preset`` updates
@@ -281,10 +282,10 @@ class Validator:
         Write ``net``'s current weights to the validation folder; return the spec to track with.
 
         The spec is what the torch backend needs of an exported model: the base checkpoint
-        and, when ST fusion or TAFA is on, their modules.pth (with the fusion memory size and
-        the temporal frames a model folder's manifest would record).
+        and, when a module that runs at inference is on, modules.pth (with the fusion memory
+        size and the temporal frames a model folder's manifest would record).
         """
-        from ..nets.tafa_export import FRAMES
+        from ..nets.module_export import FRAMES
         self.folder.mkdir(parents=True, exist_ok=True)
         weights = self.folder / 'weights.pth'
         torch.save({'state_dict': {k: v.detach().cpu() for k, v in
