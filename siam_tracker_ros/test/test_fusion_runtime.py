@@ -277,13 +277,16 @@ def test_cli_export_reads_old_modules_files_with_their_run_config(tmp_path, caps
     assert TorchBackend(spec).has_fusion  # the folder's modules.pth now holds its settings
 
 
-def test_cli_export_refuses_modules_it_cannot_export(tmp_path, capsys):
-    root, _ = _run_folder(tmp_path / 'run', LearnedModules(st_fusion=True, da_attention=True))
+def test_cli_export_refuses_settings_without_their_state(tmp_path, capsys):
+    root, _ = _run_folder(tmp_path / 'run', LearnedModules(st_fusion=True))
+    saved = torch.load(root / 'modules.pth', weights_only=True)
+    saved['modules']['da_attention'] = True  # switched on, but no da_attention.* state
+    torch.save(saved, root / 'modules.pth')
     assert siam_model.main(['export', 'nanotrack-v3', '--checkpoint', str(root / 'model.pth'),
                             '--modules', str(root / 'modules.pth'), '--out',
                             str(tmp_path / 'model')]) == 1
     err = capsys.readouterr().err
-    assert "['da_attention']" in err and 'cannot be exported yet' in err
+    assert 'does not match its settings' in err and "no state for ['da_attention']" in err
     assert not (tmp_path / 'model').exists()
 
 

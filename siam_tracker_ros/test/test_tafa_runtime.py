@@ -27,11 +27,11 @@ from siam_tracker_ros.core.tracker import SiameseTracker
 from siam_tracker_ros.core.types import BBox
 from siam_tracker_ros.eval.metrics import iou
 from siam_tracker_ros.nets.export import export_nanotrack
+from siam_tracker_ros.nets.module_export import (check_module_graphs, FEATURE_TOL, module_net,
+                                                 OUTPUT_TOL)
 from siam_tracker_ros.nets.modules_file import read_modules
 from siam_tracker_ros.nets.onnx_inspect import runtime_weight_convs
 from siam_tracker_ros.nets.registry import build_net, load_weights
-from siam_tracker_ros.nets.module_export import (check_module_graphs, FEATURE_TOL, module_net,
-                                                 OUTPUT_TOL)
 from siam_tracker_ros.nets.train_net import LearnedModules, TrainNet
 from siam_tracker_ros.train.config import to_mapping
 from siam_tracker_ros.train.trainer import learned_state
@@ -311,7 +311,7 @@ def test_bad_modules_files_are_refused_clearly(tmp_path, modules_pth):
     state = torch.load(modules_pth, weights_only=True)
     state['modules']['feature_modulation'] = True  # settings without the module's state
     torch.save(state, tmp_path / 'fm.pth')
-    with pytest.raises(ModelError, match=r"state does not match its settings .*"
+    with pytest.raises(ModelError, match=r'state does not match its settings .*'
                                          r"no state for \['feature_modulation'\]"):
         export_nanotrack(3, V3_WEIGHTS, tmp_path / 'fm', modules=tmp_path / 'fm.pth')
     state = torch.load(modules_pth, weights_only=True)

@@ -180,10 +180,10 @@ def test_validation_runs_the_real_tracker(tmp_path, model_cache, monkeypatch):
 
 def test_validation_runs_the_learned_modules(tmp_path):
     """
-    With ST fusion and TAFA on, validation tracks with them, as an exported model runs them.
+    With ST fusion, TAFA and feature modulation on, validation tracks with them.
 
-    The torch backend runs them from the validation folder's checkpoint and modules.pth (no
-    ONNX); feature modulation (no export) and the margin loss stay out. Opening the modules'
+    The torch backend runs them, as an exported model, from the validation folder's checkpoint
+    and modules.pth (no ONNX); the margin loss (training only) stays out. Opening the modules'
     gates (zero in a fresh module) moves the boxes, and the validation AUC is the one of the
     tracker on that backend.
     """
@@ -222,12 +222,15 @@ def test_validation_runs_the_learned_modules(tmp_path):
     assert backend.has_fusion and backend.temporal == 2
     assert tracker.updater.fusing and len(tracker.history) == 2
     saved = torch.load(tmp_path / 'val' / 'modules.pth', weights_only=True)
-    assert {k.split('.')[0] for k in saved['state_dict']} == {'st_fusion', 'tafa'}
+    assert {k.split('.')[0] for k in saved['state_dict']} == {'st_fusion', 'tafa',
+                                                              'feature_modulation'}
+    assert saved['modules']['feature_modulation'] and saved['modules']['margin_weight'] == 0
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         net.st_fusion.gate.normal_(0.0, 0.3, generator=gen)
         net.tafa.gate.normal_(0.0, 0.5, generator=gen)
         net.tafa.fuse.weight.normal_(0.0, 0.1, generator=gen)
+        net.feature_modulation.mlp[2].weight.normal_(0.0, 0.02, generator=gen)
     scores = validator.run(net)
     _, _, _, opened = track()
     assert np.abs(opened - closed).max() > 0.5

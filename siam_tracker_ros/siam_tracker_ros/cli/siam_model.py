@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument('--checkpoint', required=True, help='upstream nanotrackvN.pth, or a '
                         "siam-train run's model.pth")
     export.add_argument('--modules', help="a siam-train run's modules.pth: adds its learned "
-                        'template fusion (fusion.onnx) and / or TAFA temporal shift (in the '
-                        'search graph) when it has them')
+                        'template fusion (fusion.onnx) and puts its layer aggregation (both '
+                        'graphs), TAFA temporal shift, feature modulation and DA attention '
+                        '(search graph) in the graphs, when it has them')
     export.add_argument('--out', required=True, help='model directory to write')
     export.set_defaults(handler=_export)
 

@@ -14,8 +14,8 @@ The weights start at zero, so the untrained module returns the backbone's own ou
 
 Export: the aggregation is part of feature extraction, so it goes into both the template and
 the search graph (the template and search backbones); the graphs keep their inputs and outputs
-and gain constant-weight 1x1 Convs (BN folds into them), AveragePool and Add. The split export
-works unchanged if the net's ``split()`` wraps the backbone with this module.
+and gain constant-weight 1x1 Convs (BN folds into them), AveragePool and Add
+(``nets.module_export`` exports both from ``TrainNet.features``).
 """
 from __future__ import annotations
 
