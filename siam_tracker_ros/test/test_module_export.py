@@ -144,6 +144,8 @@ def test_export_keeps_the_interfaces_and_is_tensorrt_safe(exported, base_dir):
         assert _interface(spec.path(role)) == _interface(base_dir / f'{role}.onnx')
         assert runtime_weight_convs(spec.path(role)) == []
     search = onnx.load(str(spec.path('search')))
+    # Static shapes: no shape computation is left at run time.
+    assert 'Shape' not in {n.op_type for n in search.graph.node}
     assert search.opset_import[0].version == onnx.load(str(base_dir / 'search.onnx')
                                                        ).opset_import[0].version
     assert (out / 'search.onnx').read_bytes() != (base_dir / 'search.onnx').read_bytes()

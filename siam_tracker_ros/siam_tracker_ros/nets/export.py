@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 import shutil
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import warnings
 
 import numpy as np
@@ -107,17 +107,42 @@ def _has_subgraphs(graph: onnx.GraphProto) -> bool:
                for n in graph.node for a in n.attribute)
 
 
+def _static_shapes(model: onnx.ModelProto) -> Dict[str, List[int]]:
+    """Return the fully static shapes onnx's shape inference finds, by value name."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    shapes: Dict[str, List[int]] = {}
+    for info in list(g.input) + list(g.value_info) + list(g.output):
+        t = info.type.tensor_type
+        if t.HasField('shape') and all(d.HasField('dim_value') for d in t.shape.dim):
+            shapes[info.name] = [int(d.dim_value) for d in t.shape.dim]
+    return shapes
+
+
+def _shape_value(node: onnx.NodeProto, shapes: Mapping[str, List[int]]) -> Optional[np.ndarray]:
+    """Return the output of a Shape node whose input has a static shape (else None)."""
+    if node.op_type != 'Shape' or node.input[0] not in shapes:
+        return None
+    attrs = {a.name: a.i for a in node.attribute}
+    dims = shapes[node.input[0]]
+    return np.array(dims[attrs.get('start', 0):attrs.get('end', len(dims))], dtype=np.int64)
+
+
 def fold_constants(model: onnx.ModelProto) -> int:
     """
     Replace every node computable from constants alone by initializers; return the count.
 
     The TorchScript exporter leaves small shape computations (e.g. the pads of a Pad:
-    ConstantOfShape -> Concat -> Reshape -> ... -> Cast) in the graph. Folding them leaves
-    only real run-time work and literal parameters, which TensorRT and every runtime read
-    directly. Constant nodes themselves are kept; nodes with subgraphs are never folded.
+    ConstantOfShape -> Concat -> Reshape -> ... -> Cast, or Shape -> Gather -> Div for a
+    chunk) in the graph. Folding them leaves only real run-time work and literal parameters,
+    which TensorRT and every runtime read directly. A Shape of a tensor whose shape is static
+    counts as a constant. Constant nodes themselves are kept; nodes with subgraphs are never
+    folded.
     """
     graph = model.graph
     values: Dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    shapes = (_static_shapes(model) if any(n.op_type == 'Shape' for n in graph.node)
+              else {})
     for node in graph.node:
         if node.op_type == 'Constant' and len(node.output) == 1:
             values[node.output[0]] = _constant_value(node, model.opset_import)
@@ -126,6 +151,12 @@ def fold_constants(model: onnx.ModelProto) -> int:
     new_inits: List[onnx.TensorProto] = []
     folded = 0
     for node in graph.node:
+        shape = _shape_value(node, shapes)
+        if shape is not None and not graph_outputs.intersection(node.output):
+            values[node.output[0]] = shape
+            new_inits.append(numpy_helper.from_array(shape, node.output[0]))
+            folded += 1
+            continue
         foldable = (node.op_type not in _NEVER_FOLD and node.domain in ('', 'ai.onnx')
                     and len(node.input) > 0
                     and all(i == '' or i in values for i in node.input)
