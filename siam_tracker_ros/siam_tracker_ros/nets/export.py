@@ -189,6 +189,31 @@ def fold_constants(model: onnx.ModelProto) -> int:
     return folded
 
 
+def export_graph(module: nn.Module, args: Tuple[torch.Tensor, ...], path: PathLike,
+                 input_names: Sequence[str], output_names: Sequence[str], opset: int = 17,
+                 check: bool = True) -> Path:
+    """
+    Export one graph the TensorRT-safe way; return its path.
+
+    ``export_onnx``, then ``fold_constants``; with ``check`` the graph is validated with
+    ``onnx.checker`` and an ``ExportError`` is raised when any Conv would take run-time weights.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        export_onnx(module, args, path, input_names, output_names, opset)
+    model = onnx.load(str(path))
+    if fold_constants(model):
+        onnx.save(model, str(path))
+    if check:
+        onnx.checker.check_model(str(path))
+        bad = runtime_weight_convs(path)
+        if bad:
+            raise ExportError(f'{path}: Conv nodes with run-time weights {bad}; TensorRT '
+                              'cannot parse them (use nets.ops correlations)')
+    return path
+
+
 def export_split(net: nn.Module, out_dir: PathLike, exemplar_size: int, instance_size: int,
                  opset: int = 17, check: bool = True) -> Tuple[Path, Path]:
     """
@@ -212,20 +237,8 @@ def export_split(net: nn.Module, out_dir: PathLike, exemplar_size: int, instance
     zf = tuple(t.clone() for t in zf)  # inference tensors cannot be traced
     names = feature_names(len(zf))
     tpath, spath = out / TEMPLATE_FILE, out / SEARCH_FILE
-    with torch.no_grad():
-        export_onnx(template, (z,), tpath, ['template'], names, opset)
-        export_onnx(search, (x, *zf), spath, ['search', *names], ['cls', 'reg'], opset)
-    for path in (tpath, spath):
-        model = onnx.load(str(path))
-        if fold_constants(model):
-            onnx.save(model, str(path))
-    if check:
-        for path in (tpath, spath):
-            onnx.checker.check_model(str(path))
-            bad = runtime_weight_convs(path)
-            if bad:
-                raise ExportError(f'{path}: Conv nodes with run-time weights {bad}; TensorRT '
-                                  'cannot parse them (use nets.ops correlations)')
+    export_graph(template, (z,), tpath, ['template'], names, opset, check)
+    export_graph(search, (x, *zf), spath, ['search', *names], ['cls', 'reg'], opset, check)
     return tpath, spath
 
 

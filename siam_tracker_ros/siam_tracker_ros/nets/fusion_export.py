@@ -19,13 +19,11 @@ from pathlib import Path
 from typing import Tuple, Union
 
 import numpy as np
-import onnx
 import torch
 
-from .export import export_onnx, ExportError, fold_constants
+from .export import export_graph, ExportError
 from .modules.st_fusion import STFusion
 from .modules_file import LearnedFile, MODULES_FILE
-from .onnx_inspect import runtime_weight_convs
 from ..core.manifest import ModelError
 
 PathLike = Union[str, Path]
@@ -77,25 +75,13 @@ def export_fusion(module: STFusion, path: PathLike, memory: int, opset: int = 17
     raised when a Conv would take run-time weights. Returns the path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     was_training = module.training
     module.eval()
     try:
-        args = fusion_inputs(module, memory)
-        with torch.no_grad():
-            export_onnx(module, args, path, FUSION_INPUTS, [FUSION_OUTPUT], opset)
+        return export_graph(module, fusion_inputs(module, memory), path, FUSION_INPUTS,
+                            [FUSION_OUTPUT], opset, check)
     finally:
         module.train(was_training)
-    model = onnx.load(str(path))
-    if fold_constants(model):
-        onnx.save(model, str(path))
-    if check:
-        onnx.checker.check_model(str(path))
-        bad = runtime_weight_convs(path)
-        if bad:
-            raise ExportError(f'{path}: Conv nodes with run-time weights {bad}; TensorRT cannot '
-                              'parse them')
-    return path
 
 
 def check_fusion(module: STFusion, path: PathLike, seed: int = 1,

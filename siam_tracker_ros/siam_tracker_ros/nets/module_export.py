@@ -32,14 +32,12 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
-import onnx
 import torch
 import torch.nn as nn
 
-from .export import export_onnx, ExportError, fold_constants
+from .export import export_graph, ExportError
 from .modules_file import LearnedFile, MODULES_FILE
 from .nanotrack import NanoTrack
-from .onnx_inspect import runtime_weight_convs
 from .train_net import LearnedModules, TrainNet
 from ..core.manifest import ModelError, temporal_inputs, TEMPORAL_OUTPUT
 
@@ -162,23 +160,6 @@ def example_inputs(net: TrainNet, instance_size: int = 255, exemplar_size: int =
     return z, (crops[:1], zf) + previous
 
 
-def _export(module: nn.Module, args: Tuple[torch.Tensor, ...], path: Path,
-            names: Tuple[Sequence[str], Sequence[str]], opset: int, check: bool) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        export_onnx(module, args, path, names[0], names[1], opset)
-    model = onnx.load(str(path))
-    if fold_constants(model):
-        onnx.save(model, str(path))
-    if check:
-        onnx.checker.check_model(str(path))
-        bad = runtime_weight_convs(path)
-        if bad:
-            raise ExportError(f'{path}: Conv nodes with run-time weights {bad}; TensorRT cannot '
-                              'parse them')
-    return path
-
-
 def export_module_graphs(net: TrainNet, template_path: PathLike, search_path: PathLike,
                          instance_size: int = 255, exemplar_size: int = 127, opset: int = 17,
                          check: bool = True) -> List[Path]:
@@ -193,10 +174,10 @@ def export_module_graphs(net: TrainNet, template_path: PathLike, search_path: Pa
     z, args = example_inputs(net, instance_size, exemplar_size)
     written = []
     if net.layer_aggregation is not None:
-        written.append(_export(ModuleTemplate(net), (z,), Path(template_path),
-                               (['template'], ['zf']), opset, check))
-    written.append(_export(ModuleSearch(net), args, Path(search_path), search_names(net),
-                           opset, check))
+        written.append(export_graph(ModuleTemplate(net), (z,), template_path, ['template'],
+                                    ['zf'], opset, check))
+    written.append(export_graph(ModuleSearch(net), args, search_path, *search_names(net),
+                                opset, check))
     return written
 
 
