@@ -23,6 +23,11 @@ def window_origin(center: float, original_size: int) -> int:
     return int(math.floor(center - (original_size + 1) / 2.0 + 0.5))
 
 
+def pad_colour(image: np.ndarray) -> Tuple[float, float, float]:
+    """Return the image's mean colour per channel, floored: what crops beyond its border get."""
+    return tuple(float(np.floor(c)) for c in cv2.mean(image)[:3])
+
+
 def crop_window(image: np.ndarray, center: Tuple[float, float], original_size: int,
                 out_size: int, pad_color: Sequence[float]) -> np.ndarray:
     """

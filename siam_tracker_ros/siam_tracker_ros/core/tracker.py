@@ -38,12 +38,12 @@ import math
 import time
 from typing import Dict, Optional, Tuple
 
-import cv2
 import numpy as np
 
 from .camera_motion import apply_to_point, estimate_camera_motion, scale_of
 from .confidence import cell_scores, ConfidenceEstimator, Cues, peak_to_sidelobe
 from .config import TrackerConfig, validated
+from .crop import pad_colour
 from .decode import Selection
 from .distractors import DistractorMemory
 from .longterm import LongTermState
@@ -308,7 +308,7 @@ class SiameseTracker:
         self.center = np.array([box.x + (box.w - 1) / 2.0, box.y + (box.h - 1) / 2.0])
         self.size = np.array([box.w, box.h], dtype=np.float64)
         # Upstream stores the channel mean in a uint8 frame, which truncates it.
-        self.step.pad_color = tuple(float(np.floor(c)) for c in cv2.mean(image)[:3])
+        self.step.pad_color = pad_colour(image)
         self.features = self.step.encode(image, self.center, self.size)
         self.updater.reset(self.features)
         if self.updater.fusing:
@@ -594,9 +594,7 @@ class SiameseTracker:
         A fusion sample is cut as training cuts its history templates (train/pairs.py): the
         same window, padded with this frame's mean colour (floored), not the first frame's.
         """
-        pad = None
-        if self.updater.fusing:
-            pad = tuple(float(np.floor(c)) for c in cv2.mean(image)[:3])
+        pad = pad_colour(image) if self.updater.fusing else None
         return self.step.encode(image, self.center, self.size, pad)
 
     def _best_in(self, image: np.ndarray, center, features, verify: bool = True) -> Candidate:

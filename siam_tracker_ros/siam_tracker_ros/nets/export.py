@@ -214,6 +214,37 @@ def export_graph(module: nn.Module, args: Tuple[torch.Tensor, ...], path: PathLi
     return path
 
 
+def cpu_session(path: PathLike):
+    """Return a one-thread ONNX Runtime CPU session of ``path`` (for export checks)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts,
+                                providers=['CPUExecutionProvider'])
+
+
+def compare_outputs(path: PathLike, names: Sequence[str], got: Sequence[np.ndarray],
+                    ref: Sequence[np.ndarray], tols: Sequence[float]) -> Dict[str, float]:
+    """
+    Return the max abs difference of each ONNX Runtime output from its torch reference.
+
+    Raises ``ExportError`` when a shape differs or an error exceeds its tolerance times the
+    largest torch value.
+    """
+    errors = {}
+    for name, g, r, tol in zip(names, got, ref, tols):
+        if g.shape != r.shape:
+            raise ExportError(f'{path}: output {name} shape {g.shape} != torch {r.shape}')
+        err = float(np.abs(g - r).max())
+        peak = float(np.abs(r).max())
+        if err > tol * peak:
+            raise ExportError(f'{path}: ONNX Runtime {name} differs from torch by {err:.3g} > '
+                              f'{tol} * peak {peak:.3g}')
+        errors[name] = err
+    return errors
+
+
 def export_split(net: nn.Module, out_dir: PathLike, exemplar_size: int, instance_size: int,
                  opset: int = 17, check: bool = True) -> Tuple[Path, Path]:
     """

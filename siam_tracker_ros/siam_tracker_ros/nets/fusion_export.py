@@ -18,10 +18,9 @@ import math
 from pathlib import Path
 from typing import Tuple, Union
 
-import numpy as np
 import torch
 
-from .export import export_graph, ExportError
+from .export import compare_outputs, cpu_session, export_graph, ExportError
 from .modules.st_fusion import STFusion
 from .modules_file import LearnedFile, MODULES_FILE
 from ..core.manifest import ModelError
@@ -92,12 +91,7 @@ def check_fusion(module: STFusion, path: PathLike, seed: int = 1,
     Inputs are random features of the graph's shapes (``seed``). Returns the max abs
     difference; raises ``ExportError`` when it exceeds ``tol`` times the largest torch value.
     """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), sess_options=opts,
-                                   providers=['CPUExecutionProvider'])
+    session = cpu_session(path)
     slots = session.get_inputs()[1].shape[1]
     if not isinstance(slots, int):
         raise ExportError(f'{path}: {FUSION_INPUTS[1]} must have a static shape, got '
@@ -112,11 +106,4 @@ def check_fusion(module: STFusion, path: PathLike, seed: int = 1,
         module.train(was_training)
     got, = session.run([FUSION_OUTPUT], {FUSION_INPUTS[0]: initial.cpu().numpy(),
                                          FUSION_INPUTS[1]: memory.cpu().numpy()})
-    if got.shape != ref.shape:
-        raise ExportError(f'{path}: output shape {got.shape} != torch {ref.shape}')
-    err = float(np.abs(got - ref).max())
-    peak = float(np.abs(ref).max())
-    if err > tol * peak:
-        raise ExportError(f'{path}: ONNX Runtime differs from torch by {err:.3g} > {tol} * '
-                          f'peak {peak:.3g}')
-    return err
+    return compare_outputs(path, [FUSION_OUTPUT], [got], [ref], [tol])[FUSION_OUTPUT]

@@ -29,13 +29,12 @@ every graph is checked against the torch ``TrainNet`` in ONNX Runtime (``check_m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from .export import export_graph, ExportError
+from .export import compare_outputs, cpu_session, export_graph
 from .modules_file import LearnedFile, MODULES_FILE
 from .nanotrack import NanoTrack
 from .train_net import LearnedModules, TrainNet
@@ -181,30 +180,6 @@ def export_module_graphs(net: TrainNet, template_path: PathLike, search_path: Pa
     return written
 
 
-def _compare(path: PathLike, names: Sequence[str], got: Sequence[np.ndarray],
-             ref: Sequence[np.ndarray], tols: Sequence[float]) -> Dict[str, float]:
-    errors = {}
-    for name, g, r, tol in zip(names, got, ref, tols):
-        if g.shape != r.shape:
-            raise ExportError(f'{path}: output {name} shape {g.shape} != torch {r.shape}')
-        err = float(np.abs(g - r).max())
-        peak = float(np.abs(r).max())
-        if err > tol * peak:
-            raise ExportError(f'{path}: ONNX Runtime {name} differs from torch by {err:.3g} > '
-                              f'{tol} * peak {peak:.3g}')
-        errors[name] = err
-    return errors
-
-
-def _session(path: PathLike):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=opts,
-                                providers=['CPUExecutionProvider'])
-
-
 def check_module_graphs(net: TrainNet, template_path: PathLike, search_path: PathLike,
                         seed: int = 1) -> Dict[str, float]:
     """
@@ -217,19 +192,20 @@ def check_module_graphs(net: TrainNet, template_path: PathLike, search_path: Pat
     relative to the largest torch value).
     """
     net.eval()
-    session = _session(search_path)
+    session = cpu_session(search_path)
     size = int(session.get_inputs()[0].shape[-1])
     z, args = example_inputs(net, size, seed=seed)
     errors: Dict[str, float] = {}
     if net.layer_aggregation is not None:
         with torch.no_grad():
             ref = ModuleTemplate(net)(z).numpy()
-        got = _session(template_path).run(['zf'], {'template': z.numpy()})
-        errors['template_zf'] = _compare(template_path, ['zf'], got, [ref], [FEATURE_TOL])['zf']
+        got = cpu_session(template_path).run(['zf'], {'template': z.numpy()})
+        errors['template_zf'] = compare_outputs(template_path, ['zf'], got, [ref],
+                                                [FEATURE_TOL])['zf']
     inputs, outputs = search_names(net)
     with torch.no_grad():
         ref = [t.numpy() for t in ModuleSearch(net)(*args)]
     got = session.run(outputs, {n: a.numpy() for n, a in zip(inputs, args)})
-    errors.update(_compare(search_path, ('cls', 'reg', 'xf'), got, ref,
-                           (OUTPUT_TOL, OUTPUT_TOL, FEATURE_TOL)))
+    errors.update(compare_outputs(search_path, ('cls', 'reg', 'xf'), got, ref,
+                                  (OUTPUT_TOL, OUTPUT_TOL, FEATURE_TOL)))
     return errors

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import siamrpn
+from .export import cpu_session
 from .registry import read_state_dict
 from ..core.config import TrackerConfig
 from ..core.manifest import AnchorSpec, ModelError, ModelSpec
@@ -114,11 +115,7 @@ def verify_export(net: siamrpn.SiamRPNpp, template_onnx: PathLike, search_onnx: 
     The PyTorch reference is pysot's whole-network forward (grouped-conv correlation). Raises
     ModelError when an output differs by more than VERIFY_ATOL + VERIFY_RTOL * max|ref|.
     """
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    tsess = ort.InferenceSession(str(template_onnx), opts, providers=['CPUExecutionProvider'])
-    ssess = ort.InferenceSession(str(search_onnx), opts, providers=['CPUExecutionProvider'])
+    tsess, ssess = cpu_session(template_onnx), cpu_session(search_onnx)
     gen = torch.Generator().manual_seed(seed)
     z_size, x_size = net.exemplar_size, net.instance_size
     errors: Dict[str, float] = {'cls': 0.0, 'reg': 0.0}

@@ -59,7 +59,7 @@ import numpy as np
 
 from .config import SamplerConfig
 from .datasets import visible_mask
-from ..core.crop import context_size, crop_window
+from ..core.crop import context_size, crop_window, pad_colour
 from ..core.decode import anchor_boxes, point_grid
 from ..core.manifest import AnchorSpec
 from ..io.sequences import read_frame, Sequence
@@ -278,7 +278,7 @@ class FrameCache:
             self._items.move_to_end(path)
             return item
         image = read_frame(path)
-        item = (image, tuple(float(np.floor(c)) for c in cv2.mean(image)[:3]))
+        item = (image, pad_colour(image))
         if self.capacity:
             self._items[path] = item
             while len(self._items) > self.capacity:
