@@ -182,6 +182,17 @@ def test_distractor_memory_finds_secondary_peaks_and_penalises_them():
     assert [(x, y) for x, y, _ in mem.items] == [(400.0, 100.0)]
 
 
+def test_peaks_within_a_target_size_are_the_target_not_look_alikes():
+    points = [(110.0, 100.0), (100.0, 118.0), (125.0, 100.0), (300.0, 40.0)]
+    assert DistractorMemory.away_from(points, (100.0, 100.0), 20.0) == [(125.0, 100.0),
+                                                                        (300.0, 40.0)]
+    mem = DistractorMemory(TrackerConfig().distractor)
+    mem.observe([(125.0, 100.0)], target=(100.0, 100.0), target_size=20.0, frame=1)
+    assert [(x, y) for x, y, _ in mem.items] == [(125.0, 100.0)]
+    mem.observe([], target=(110.0, 100.0), target_size=20.0, frame=2)   # the target covers it
+    assert mem.items == []
+
+
 def test_template_update_keeps_the_initial_template_and_gates_samples():
     cfg = TrackerConfig().replace(update_interval=2, update_rate=0.5, update_init_weight=0.5,
                                   update_min_agreement=0.5)

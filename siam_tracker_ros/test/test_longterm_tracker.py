@@ -144,6 +144,32 @@ def test_default_loses_reacquires_and_ignores_the_lookalike(small_set, v3_defaul
     assert m.conf_auroc > 0.9, 'confidence must be lower on absent frames than on visible ones'
 
 
+def test_look_alikes_block_the_template_update_only_inside_the_template_window(v3_default):
+    # uav_building5: the score map's strongest secondary peaks are the target's own shoulders
+    # (about one target width away) and the masked-target probe finds the target's edge. None
+    # of them is a look-alike, so the default updates the template as often as 'redetect'
+    # (no distractor memory) does; counting them blocked every update.
+    seq = load_sequence(need(SEQUENCES / 'uav_building5'))
+    frames = load_frames(seq)[:101]
+    counts = {}
+    for name in ('redetect', 'default'):
+        tracker = v3_default if name == 'default' else load_tracker(
+            need(MODELS / 'nanotrack-v3'), backend='onnxruntime', **preset(name))
+        tracker.init(frames[0], seq.init_box)
+        for image in frames[1:]:
+            tracker.update(image)
+        counts[name] = tracker.updater.updates
+    assert counts['redetect'] == 10, counts       # every 10th frame
+    assert counts['default'] == counts['redetect'], counts
+    # A look-alike beside the target, inside its template window, does block it; one out of
+    # the window does not.
+    side = math.sqrt(v3_default.size[0] * v3_default.size[1])
+    half = 0.5 * v3_default.step.template_window(v3_default.size)
+    x, y = v3_default.center
+    assert v3_default._in_template([(x + 1.2 * side, y)])
+    assert not v3_default._in_template([(x + half + side, y)])
+
+
 def test_reach_counts_from_the_last_sure_frame(tmp_path, v3_default):
     # Crossing_occ of the full set (its occluder is cut from David): frames under the occluder
     # are not 'sure' (tracked with re-acquisition confidence), so the re-acquisition reach grows

@@ -62,6 +62,18 @@ class DistractorMemory:
                     break
         return out
 
+    @staticmethod
+    def away_from(points: Sequence[Tuple[float, float]], target: Tuple[float, float],
+                  target_size: float) -> List[Tuple[float, float]]:
+        """
+        Return the points farther than ``target_size`` from ``target``.
+
+        A peak nearer than that is the target's own response (its shoulder, or a masked-target
+        probe that found the target's edge), not a look-alike.
+        """
+        return [(x, y) for x, y in points
+                if (x - target[0]) ** 2 + (y - target[1]) ** 2 > target_size ** 2]
+
     def observe(self, points: Sequence[Tuple[float, float]],
                 target: Optional[Tuple[float, float]], target_size: float, frame: int) -> None:
         """
@@ -78,11 +90,9 @@ class DistractorMemory:
                     break
             else:
                 self.items.append([x, y, frame])
-        near = target_size
         self.items = [it for it in self.items
                       if frame - it[2] <= self.memory
-                      and (target is None
-                           or (it[0] - target[0]) ** 2 + (it[1] - target[1]) ** 2 > near ** 2)]
+                      and (target is None or self.away_from([it[:2]], target, target_size))]
 
     def factor(self, xs: np.ndarray, ys: np.ndarray, target_size: float, frame: int
                ) -> np.ndarray:

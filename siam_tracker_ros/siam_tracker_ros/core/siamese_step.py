@@ -67,10 +67,14 @@ class SiameseStep:
         """Previous frames whose search features the backend's model takes (0: none)."""
         return int(getattr(self.backend, 'temporal', 0) or 0)
 
+    def template_window(self, size) -> float:
+        """Side in image pixels of the template window of a target of ``size`` (w, h)."""
+        return context_size(size[0], size[1], self.config.context_amount)
+
     def search_window(self, size) -> Tuple[float, float]:
         """(scale_z, s_x) for a target of ``size`` (w, h)."""
         cfg = self.config
-        s_z = context_size(size[0], size[1], cfg.context_amount)
+        s_z = self.template_window(size)
         return cfg.exemplar_size / s_z, s_z * (cfg.instance_size / cfg.exemplar_size)
 
     def template_crop(self, image: np.ndarray, center, size, pad_color=None) -> np.ndarray:
@@ -79,7 +83,7 @@ class SiameseStep:
 
         Padded with ``pad_color``, by default the first frame's (``self.pad_color``).
         """
-        s_z = round(context_size(size[0], size[1], self.config.context_amount))
+        s_z = round(self.template_window(size))
         return crop_window(image, center, max(int(s_z), 1), self.config.exemplar_size,
                            self.pad_color if pad_color is None else pad_color)
 

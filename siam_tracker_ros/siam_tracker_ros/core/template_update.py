@@ -105,10 +105,13 @@ class TemplateUpdater:
         else:
             self.current = self.initial
 
+    def sampling(self, frame: int) -> bool:
+        """Whether ``frame`` is one the update samples, if it is confident and clean."""
+        return self.enabled and frame % self.interval == 0
+
     def due(self, frame: int, confidence: float, distractor_free: bool) -> bool:
         """Whether this frame should be sampled (the caller then encodes the box)."""
-        return (self.enabled and frame % self.interval == 0 and confidence >= self.min_confidence
-                and distractor_free)
+        return self.sampling(frame) and confidence >= self.min_confidence and distractor_free
 
     def offer(self, sample: Features) -> bool:
         """Fold in a new template sample if it agrees with the initial template."""

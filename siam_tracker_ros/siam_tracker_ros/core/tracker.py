@@ -124,6 +124,7 @@ class SiameseTracker:
         self.kalman = ConstantVelocityKalman()
         self.longterm = LongTermState()
         self._appearance_ref = 1.0
+        self._box_sample: Optional[Tuple[np.ndarray, ...]] = None   # this frame's box features
         self._previous: Optional[np.ndarray] = None
         self._tracked: deque = deque(maxlen=_OWN_MOTION_PAIRS + 1)  # (frame, centre)
         self._own_motion: Optional[np.ndarray] = None
@@ -254,13 +255,16 @@ class SiameseTracker:
         jump = math.hypot(xs[index] - mx - self.velocity[0], ys[index] - my - self.velocity[1])
         return replace(cues, jump=jump) if jump < cues.jump else cues
 
-    def _appearance(self, image: np.ndarray, center, size) -> float:
+    def _appearance(self, image: np.ndarray, center, size, keep: bool = False) -> float:
         """
         Return the box's template-feature similarity to the initial template.
 
-        Relative to the first frame; costs one template-branch run.
+        Relative to the first frame; costs one template-branch run. ``keep`` keeps the box's
+        features for this frame's template update (the same crop).
         """
         sample = self.step.encode(image, center, size)
+        if keep:
+            self._box_sample = sample
         return cosine(self.updater.initial, sample) / self._appearance_ref
 
     def _strong(self, cues: Cues) -> bool:
@@ -350,6 +354,7 @@ class SiameseTracker:
         check_image(image)
         cfg = self._config
         self.frame_index += 1
+        self._box_sample = None
         t0 = time.perf_counter()
         lost = cfg.longterm.enabled and self.longterm.lost
         if cfg.motion.camera and lost and self._previous is not None:
@@ -421,7 +426,8 @@ class SiameseTracker:
         Return the cues and confidence of the step's box, the appearance where it is due.
 
         The appearance is measured every conf_appearance_interval frames, on every frame that
-        is uncertain (below update_min_confidence) or follows a loss, and when fitting.
+        is uncertain (below update_min_confidence), follows a loss or may update the template
+        (no unverified box becomes a template sample), and when fitting.
         """
         cfg = self._config
         confidence = self.estimator(cues)
@@ -431,11 +437,11 @@ class SiameseTracker:
             confidence = self.estimator(cues)
             uncertain = confidence < cfg.update.min_confidence
         due = cfg.confidence.appearance != 'off' and (
-            uncertain or self.longterm.lost
+            uncertain or self.longterm.lost or self.updater.sampling(self.frame_index)
             or self.frame_index % cfg.confidence.appearance_interval == 0)
         if due or self.record_cues:
             t_a = time.perf_counter()
-            measured = replace(cues, appearance=self._appearance(image, center, size))
+            measured = replace(cues, appearance=self._appearance(image, center, size, keep=True))
             self.last_stage_ms['verify'] = (time.perf_counter() - t_a) * 1e3
             self._record(center, size, measured)
             if due:
@@ -561,7 +567,7 @@ class SiameseTracker:
         self.estimator.follow_appearance(cues)
         if confidence >= cfg.update.min_confidence:
             self.estimator.observe(cues)
-        distractor_free = True
+        in_template = False
         if cfg.distractor.enabled and confidence >= cfg.update.min_confidence:
             side = self.step.map_side(search)
             score_map = cell_scores(raw_scores, side)
@@ -580,12 +586,24 @@ class SiameseTracker:
                 found = self._probe_distractor(image, search)
                 if found is not None:
                     points.append(found)
-            distractor_free = not points
-            self.distractors.observe(points, (self.center[0], self.center[1]),
-                                     self._target_side(), self.frame_index)
-        if self.updater.due(self.frame_index, confidence, distractor_free):
+            target = (self.center[0], self.center[1])
+            points = self.distractors.away_from(points, target, self._target_side())
+            in_template = self._in_template(points)
+            self.distractors.observe(points, target, self._target_side(), self.frame_index)
+        if self.updater.due(self.frame_index, confidence, not in_template):
             if self.updater.offer(self._update_sample(image)):
                 self.features = self.updater.current
+
+    def _in_template(self, points) -> bool:
+        """
+        Whether a look-alike at one of ``points`` (image x, y) reaches into the template window.
+
+        Only there does it enter a template-update sample: a look-alike elsewhere in the search
+        crop leaves the sample clean.
+        """
+        reach = 0.5 * (self.step.template_window(self.size) + self._target_side())
+        return any(max(abs(x - self.center[0]), abs(y - self.center[1])) < reach
+                   for x, y in points)
 
     def _update_sample(self, image: np.ndarray):
         """
@@ -593,7 +611,10 @@ class SiameseTracker:
 
         A fusion sample is cut as training cuts its history templates (train/pairs.py): the
         same window, padded with this frame's mean colour (floored), not the first frame's.
+        Otherwise it is the crop the appearance check encoded on this frame, when it ran.
         """
+        if not self.updater.fusing and self._box_sample is not None:
+            return self._box_sample
         pad = pad_colour(image) if self.updater.fusing else None
         return self.step.encode(image, self.center, self.size, pad)
 
