@@ -170,6 +170,50 @@ def test_look_alikes_block_the_template_update_only_inside_the_template_window(v
     assert not v3_default._in_template([(x + half + side, y)])
 
 
+@pytest.mark.parametrize('step', [1.3, 1.0])
+def test_searching_also_tries_the_target_larger_and_smaller(step):
+    # A target that comes back nearer or farther: each searching frame runs the window at the
+    # predicted position for the target one scale step larger and smaller, in turn (besides
+    # the window at its last size and the tiles); step 1 switches it off.
+    seq = load_sequence(need(SEQUENCES / 'bag'))
+    first = load_frames(seq)[0]
+    tracker = load_tracker(need(MODELS / 'nanotrack-v3'), backend='onnxruntime',
+                           lt_search_scale_step=step)
+    tracker.init(first, seq.init_box)
+    calls = []
+    best_in = tracker._best_in
+
+    def recording(image, center, features, verify=True, scale=1.0):
+        cand = best_in(image, center, features, verify, scale)
+        calls.append((tracker.frame_index, scale, cand.size))
+        return cand
+
+    tracker._best_in = recording
+    blank = np.full_like(first, 128)      # the target is gone
+    states = [tracker.update(blank).state for _ in range(8)]
+    # The frame that turns LOST into SEARCHING ran the tracking step; the search starts next.
+    searching = [i + 1 for i, s in enumerate(states) if s == TrackState.SEARCHING][1:]
+    assert len(searching) >= 4, states
+    size = tracker.size
+    scaled = []
+    for frame in searching:
+        runs = [(scale, cand_size) for f, scale, cand_size in calls if f == frame]
+        assert runs[0][0] == 1.0, runs               # the predicted position at its size first
+        other = [(scale, cand_size) for scale, cand_size in runs if scale != 1.0]
+        if step == 1.0:
+            assert other == [], runs
+            continue
+        assert len(other) == 1, runs
+        scale, cand_size = other[0]
+        scaled.append(scale)
+        # The scaled window's box is sized for that hypothesis.
+        ratio = math.sqrt(cand_size[0] * cand_size[1] / (size[0] * size[1]))
+        assert abs(ratio / scale - 1.0) < 0.25, (scale, cand_size, size)
+    if step != 1.0:
+        assert set(scaled) == {step, 1.0 / step}
+        assert all(a != b for a, b in zip(scaled, scaled[1:])), scaled   # in turn
+
+
 def test_reach_counts_from_the_last_sure_frame(tmp_path, v3_default):
     # Crossing_occ of the full set (its occluder is cut from David): frames under the occluder
     # are not 'sure' (tracked with re-acquisition confidence), so the re-acquisition reach grows

@@ -158,6 +158,10 @@ class LongTermConfig:
     tiles_per_frame: int = param(
         4, 'search windows within the reach run per searching frame, besides the window at '
         'the predicted position', 1, 64, runtime=True)
+    search_scale_step: float = param(
+        1.3, 'each searching frame also runs the window at the predicted position for the '
+        'target this factor larger and smaller, in turn (a target that comes back nearer or '
+        'farther); 1 = off', 1.0, 4.0, runtime=True)
 
 
 @dataclass(frozen=True)

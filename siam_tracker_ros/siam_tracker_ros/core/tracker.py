@@ -227,12 +227,13 @@ class SiameseTracker:
         return search.with_scores(search.cands.scores * factor), factor
 
     def _cues(self, search: Search, raw_scores: np.ndarray, index: int, expected,
-              factor: float = 1.0) -> Cues:
+              factor: float = 1.0, size=None) -> Cues:
         side = self.step.map_side(search)
         score_map = cell_scores(raw_scores, side)
         cell = index % (side * side)
+        size = self.size if size is None else size
         sharp = peak_to_sidelobe(score_map, cell // side, cell % side,
-                                 self.step.target_radius_cells(self.size, search.scale_z))
+                                 self.step.target_radius_cells(size, search.scale_z))
         xs, ys = search.positions()
         jump = math.hypot(xs[index] - expected[0], ys[index] - expected[1])
         return Cues(float(raw_scores[index]), sharp, jump, self._allowance(), float(factor))
@@ -618,14 +619,20 @@ class SiameseTracker:
         pad = pad_colour(image) if self.updater.fusing else None
         return self.step.encode(image, self.center, self.size, pad)
 
-    def _best_in(self, image: np.ndarray, center, features, verify: bool = True) -> Candidate:
-        """Run one search window and judge its best candidate (no cosine window, no jump)."""
-        search = self.step.run(image, center, self.size, features)
+    def _best_in(self, image: np.ndarray, center, features, verify: bool = True,
+                 scale: float = 1.0) -> Candidate:
+        """
+        Run one search window and judge its best candidate (no cosine window, no jump).
+
+        ``scale`` sizes the window for the target at that multiple of its size.
+        """
+        size = self.size * scale
+        search = self.step.run(image, center, size, features)
         raw = search.cands.scores
         search, factor = self._penalised(search)
-        pick = self.step.choose(search, self.size, 0.0)
-        box_center, box_size = self.step.box_of(search, pick, self.size, image.shape)
-        cues = replace(self._cues(search, raw, pick.index, box_center, factor[pick.index]),
+        pick = self.step.choose(search, size, 0.0)
+        box_center, box_size = self.step.box_of(search, pick, size, image.shape)
+        cues = replace(self._cues(search, raw, pick.index, box_center, factor[pick.index], size),
                        jump=0.0)
         if verify and self._config.confidence.appearance != 'off':
             cues = replace(cues, appearance=self._appearance(image, box_center, box_size))
@@ -655,8 +662,15 @@ class SiameseTracker:
         # else): a match farther away was there while the target was not, so it is a
         # look-alike, not the target.
         reach = 1.0 + cfg.longterm.reacquire_speed * (self.frame_index - lt.sure_frame)
-        for c in centers:
-            cand = self._best_in(image, c, self.features)
+        windows = [(c, 1.0) for c in centers]
+        step = cfg.longterm.search_scale_step
+        if step > 1.0:
+            # The target may come back nearer or farther (an exit and return, a drone climbing
+            # or descending): the window at the predicted position also runs for it one scale
+            # step larger and smaller, in turn.
+            windows.insert(1, (expected, step if lost_for % 2 == 0 else 1.0 / step))
+        for c, scale in windows:
+            cand = self._best_in(image, c, self.features, scale=scale)
             far = math.hypot(cand.center[0] - expected[0],
                              cand.center[1] - expected[1]) > reach * side
             if (far and cfg.longterm.reacquire_speed > 0 and self._sure(image, cand)
