@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from siam_tracker_ros.core.confidence import ConfidenceEstimator, Cues, peak_to_sidelobe
+from siam_tracker_ros.core.confidence import (
+    ConfidenceEstimator, Cues, peak_to_sidelobe, SIDELOBE_FLOOR)
 from siam_tracker_ros.core.config import (describe, FLAT_FIELDS, from_mapping, preset, PRESETS,
                                           TrackerConfig)
 from siam_tracker_ros.core.distractors import DistractorMemory
@@ -162,6 +163,16 @@ def test_peak_to_sidelobe_prefers_a_single_peak():
     two[2, 2] = 0.9
     assert peak_to_sidelobe(one, 7, 7, 2) == pytest.approx(20.0)   # 1 / SIDELOBE_FLOOR
     assert peak_to_sidelobe(two, 7, 7, 2) < 0.5 * peak_to_sidelobe(one, 7, 7, 2)
+    # (peak - mean) / (std + floor) of the cells outside the square, at the map's edge too.
+    rng = np.random.default_rng(1)
+    for row, col, radius in ((7, 7, 2), (0, 14, 3), (3, 1, 1)):
+        m = rng.random((15, 15)).astype(np.float32) ** 3
+        outside = np.ones((15, 15), dtype=bool)
+        outside[max(row - radius, 0):row + radius + 1,
+                max(col - radius, 0):col + radius + 1] = False
+        side = m[outside].astype(np.float64)
+        expected = (m[row, col] - side.mean()) / (side.std() + SIDELOBE_FLOOR)
+        assert peak_to_sidelobe(m, row, col, radius) == pytest.approx(expected, rel=1e-9)
 
 
 def test_distractor_memory_finds_secondary_peaks_and_penalises_them():

@@ -60,12 +60,17 @@ def peak_to_sidelobe(score_map: np.ndarray, row: int, col: int, radius: int) -> 
 
     The sidelobe excludes a square of ``radius`` cells around the peak.
     """
-    mask = np.ones(score_map.shape, dtype=bool)
-    mask[max(row - radius, 0):row + radius + 1, max(col - radius, 0):col + radius + 1] = False
-    side = score_map[mask]
-    if side.size < 2:
+    values = np.asarray(score_map, dtype=np.float64)
+    window = values[max(row - radius, 0):row + radius + 1, max(col - radius, 0):col + radius + 1]
+    count = values.size - window.size
+    if count < 2:
         return 0.0
-    return float((score_map[row, col] - side.mean()) / (side.std() + SIDELOBE_FLOOR))
+    # Mean and spread of the map outside the window, from sums (no mask: once per candidate
+    # judged, so it is on every frame's path).
+    mean = (values.sum() - window.sum()) / count
+    square = ((values * values).sum() - (window * window).sum()) / count
+    std = math.sqrt(max(square - mean * mean, 0.0))
+    return float((values[row, col] - mean) / (std + SIDELOBE_FLOOR))
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,19 @@ Features = Tuple[np.ndarray, ...]
 Fuse = Callable[[Features, Sequence[Features]], Features]
 
 
+def flat(features: Features) -> np.ndarray:
+    """Return a feature tuple as one float64 vector."""
+    return np.concatenate([x.ravel() for x in features]).astype(np.float64)
+
+
 def cosine(a: Features, b: Features) -> float:
     """Cosine similarity of two feature tuples, flattened together."""
-    va = np.concatenate([x.ravel() for x in a]).astype(np.float64)
-    vb = np.concatenate([x.ravel() for x in b]).astype(np.float64)
-    denom = np.linalg.norm(va) * np.linalg.norm(vb)
+    return cosine_flat(flat(a), flat(b))
+
+
+def cosine_flat(va: np.ndarray, vb: np.ndarray, norm_a: Optional[float] = None) -> float:
+    """Cosine similarity of two flat vectors (``norm_a``: the norm of ``va``, if known)."""
+    denom = (np.linalg.norm(va) if norm_a is None else norm_a) * np.linalg.norm(vb)
     return float(va @ vb / denom) if denom > 0 else 0.0
 
 
@@ -51,6 +59,8 @@ class TemplateUpdater:
         self.slots = int(slots) if fuse is not None else 0
         self.memory: Deque[Features] = deque(maxlen=max(self.slots, 1))
         self.initial: Features = ()
+        self._initial_flat = np.zeros(0)
+        self._initial_norm = 0.0
         self.accumulated: Features = ()
         self.current: Features = ()
         self.updates = 0
@@ -85,6 +95,8 @@ class TemplateUpdater:
     def reset(self, features: Features) -> None:
         """Start from the initial template."""
         self.initial = tuple(np.asarray(f, dtype=np.float32) for f in features)
+        self._initial_flat = flat(self.initial)
+        self._initial_norm = float(np.linalg.norm(self._initial_flat))
         self.accumulated = self.initial
         self.current = self.initial
         self.memory.clear()
@@ -113,10 +125,14 @@ class TemplateUpdater:
         """Whether this frame should be sampled (the caller then encodes the box)."""
         return self.sampling(frame) and confidence >= self.min_confidence and distractor_free
 
+    def similarity(self, sample: Features) -> float:
+        """Cosine similarity of template features to the initial template."""
+        return cosine_flat(self._initial_flat, flat(sample), self._initial_norm)
+
     def offer(self, sample: Features) -> bool:
         """Fold in a new template sample if it agrees with the initial template."""
         sample = tuple(np.asarray(f, dtype=np.float32) for f in sample)
-        self.last_agreement = cosine(sample, self.initial)
+        self.last_agreement = self.similarity(sample)
         if self.last_agreement < self.min_agreement:
             return False
         if self.fuse is not None:

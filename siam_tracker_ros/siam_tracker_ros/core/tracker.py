@@ -50,7 +50,7 @@ from .longterm import LongTermState
 from .manifest import ModelSpec
 from .motion import ConstantVelocityKalman
 from .siamese_step import Search, SiameseStep
-from .template_update import cosine, TemplateUpdater
+from .template_update import TemplateUpdater
 from .types import BBox, TrackResult, TrackState
 
 # Shifts (fractions of the box) of the first-frame crops the appearance cue is calibrated on.
@@ -266,7 +266,7 @@ class SiameseTracker:
         sample = self.step.encode(image, center, size)
         if keep:
             self._box_sample = sample
-        return cosine(self.updater.initial, sample) / self._appearance_ref
+        return self.updater.similarity(sample) / self._appearance_ref
 
     def _strong(self, cues: Cues) -> bool:
         """
@@ -343,7 +343,7 @@ class SiameseTracker:
                                             search.center))
         self._appearance_ref = 1.0
         if self._config.confidence.appearance != 'off':
-            sims = [cosine(self.updater.initial, self.step.encode(
+            sims = [self.updater.similarity(self.step.encode(
                 image, self.center + np.array(d) * self.size, self.size))
                 for d in _APPEARANCE_SHIFTS]
             self._appearance_ref = max(float(np.mean(sims)), 1e-3)
