@@ -3,10 +3,11 @@ Template update on the template features (the tracker owns them; backends hold n
 
 Confidence-gated moving average (SiamMargin), with the initial template always in the mix
 (DASTSiam): the accumulated template is ``z_t = (1 - a) z_{t-1} + a f(box_t)``, updated only on
-confident, distractor-free frames whose new sample still resembles the initial template
-(cosine similarity of the features), and the tracker matches with
-``w0 * z_0 + (1 - w0) * z_t``. A sample costs one template-branch run, so it is taken at most
-every ``update_interval`` frames.
+confident frames with no look-alike in the target's template window whose new sample still
+resembles the initial template (cosine similarity of the features), and the tracker matches
+with ``w0 * z_0 + (1 - w0) * z_t``. A sample costs one template-branch run (the tracker reuses
+the appearance check's, which runs on every frame that may sample), so it is taken at most every
+``update_interval`` frames.
 
 With a learned template fusion (DASTSiam ST, a model whose backend runs a fusion graph) the
 same gated samples go into a FIFO memory of N slots instead, and the tracker matches with
@@ -121,9 +122,13 @@ class TemplateUpdater:
         """Whether ``frame`` is one the update samples, if it is confident and clean."""
         return self.enabled and frame % self.interval == 0
 
-    def due(self, frame: int, confidence: float, distractor_free: bool) -> bool:
-        """Whether this frame should be sampled (the caller then encodes the box)."""
-        return self.sampling(frame) and confidence >= self.min_confidence and distractor_free
+    def due(self, frame: int, confidence: float, clean: bool) -> bool:
+        """
+        Whether this frame should be sampled (the caller then encodes the box).
+
+        ``clean``: no look-alike reaches into the box's template window.
+        """
+        return self.sampling(frame) and confidence >= self.min_confidence and clean
 
     def similarity(self, sample: Features) -> float:
         """Cosine similarity of template features to the initial template."""
