@@ -5,6 +5,7 @@ Every graph these tests start runs on a private ROS_DOMAIN_ID (leased in 1..101,
 ``siam_tracker_ros.tooling.isolation``) with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; processes
 get their own session and are stopped through their process group.
 """
+import atexit
 import ctypes
 import importlib
 import math
@@ -13,6 +14,7 @@ from pathlib import Path
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Callable, List, Optional
@@ -32,6 +34,12 @@ BAG = VIDEOS / 'bag.avi'
 BAG_GT = VIDEOS / 'bag.groundtruth.txt'
 NOT_BUILT = ('siam_tracker_interfaces is not built: run `make setup` (colcon build into '
              'install/) or source a workspace that has it')
+
+
+# The ROS processes' temporary files (launch_ros writes a launch_params_* file per node with
+# dict parameters and never removes it) go to one folder, removed when the test run ends.
+CHILD_TMP = tempfile.mkdtemp(prefix='siam-ros-tests-')
+atexit.register(shutil.rmtree, CHILD_TMP, True)
 
 
 def _skip(reason: str) -> None:
@@ -130,6 +138,7 @@ def ros_env(domain_id: int, cache_dir: Optional[Path] = None) -> dict:
     env.pop('_ROS_WHEELS_BOOTSTRAP_COMPLETE', None)
     if cache_dir is not None:
         env['SIAM_MODEL_CACHE'] = str(cache_dir)
+    env['TMPDIR'] = CHILD_TMP
     return env
 
 
