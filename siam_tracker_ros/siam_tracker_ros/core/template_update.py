@@ -35,12 +35,13 @@ def flat(features: Features) -> np.ndarray:
 
 def cosine(a: Features, b: Features) -> float:
     """Cosine similarity of two feature tuples, flattened together."""
-    return cosine_flat(flat(a), flat(b))
+    va = flat(a)
+    return cosine_flat(va, np.linalg.norm(va), flat(b))
 
 
-def cosine_flat(va: np.ndarray, vb: np.ndarray, norm_a: Optional[float] = None) -> float:
-    """Cosine similarity of two flat vectors (``norm_a``: the norm of ``va``, if known)."""
-    denom = (np.linalg.norm(va) if norm_a is None else norm_a) * np.linalg.norm(vb)
+def cosine_flat(va: np.ndarray, norm_a: float, vb: np.ndarray) -> float:
+    """Cosine similarity of two flat vectors, the first with its norm (kept by the caller)."""
+    denom = norm_a * np.linalg.norm(vb)
     return float(va @ vb / denom) if denom > 0 else 0.0
 
 
@@ -132,7 +133,7 @@ class TemplateUpdater:
 
     def similarity(self, sample: Features) -> float:
         """Cosine similarity of template features to the initial template."""
-        return cosine_flat(self._initial_flat, flat(sample), self._initial_norm)
+        return cosine_flat(self._initial_flat, self._initial_norm, flat(sample))
 
     def offer(self, sample: Features) -> bool:
         """Fold in a new template sample if it agrees with the initial template."""

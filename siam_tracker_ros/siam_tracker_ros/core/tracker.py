@@ -587,10 +587,10 @@ class SiameseTracker:
                 found = self._probe_distractor(image, search)
                 if found is not None:
                     points.append(found)
-            target = (self.center[0], self.center[1])
-            points = self.distractors.away_from(points, target, self._target_side())
+            target, target_side = (self.center[0], self.center[1]), self._target_side()
+            points = self.distractors.away_from(points, target, target_side)
             in_template = self._in_template(points)
-            self.distractors.observe(points, target, self._target_side(), self.frame_index)
+            self.distractors.observe(points, target, target_side, self.frame_index)
         if self.updater.due(self.frame_index, confidence, not in_template):
             if self.updater.offer(self._update_sample(image)):
                 self.features = self.updater.current
