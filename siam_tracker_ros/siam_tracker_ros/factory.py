@@ -1,7 +1,6 @@
 """One call from a model path to a ready tracker."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -31,7 +30,7 @@ def resolve_model(path, cache_dir: Optional[Path] = None) -> ModelSpec:
         path = path.parent
     if (path / MANIFEST_NAME).is_file():
         return load_manifest(path)
-    from .nets.nanotrack_import import find_upstream_files, import_nanotrack
+    from .nets.nanotrack_import import find_upstream_files, import_key, import_nanotrack
     files = find_upstream_files(path)
     if files is None:
         if not path.exists():
@@ -41,10 +40,7 @@ def resolve_model(path, cache_dir: Optional[Path] = None) -> ModelSpec:
                              f'{MANIFEST_NAME}) or an upstream NanoTrack folder')
         raise ModelError(f'{path} is neither a model directory (no {MANIFEST_NAME}) nor an '
                          'upstream NanoTrack folder; see `siam-model import --help`')
-    digest = hashlib.sha256()
-    for key in sorted(files):
-        digest.update(files[key].read_bytes())
-    target = (cache_dir or model_cache_dir()) / f'{path.name}-{digest.hexdigest()[:16]}'
+    target = (cache_dir or model_cache_dir()) / f'{path.name}-{import_key(files)[:16]}'
     if (target / MANIFEST_NAME).is_file():
         return load_manifest(target)
     for role in ('backbone', 'head'):

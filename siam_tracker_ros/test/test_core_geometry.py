@@ -7,7 +7,8 @@ import pytest
 
 from siam_tracker_ros.core.crop import context_size, crop_window, to_blob, window_origin
 from siam_tracker_ros.core.decode import (anchor_boxes, AnchorDecoder, AnchorFreeDecoder,
-                                          Candidates, cosine_window, foreground_probability,
+                                          Candidates, cosine_window, foreground_margin,
+                                          foreground_probability,
                                           point_grid, select_candidate)
 from siam_tracker_ros.core.manifest import AnchorSpec
 from siam_tracker_ros.core.types import BBox
@@ -95,8 +96,17 @@ def test_cosine_window_peaks_at_the_centre_cell():
 def test_foreground_probability_softmax():
     cls = np.zeros((1, 2, 1, 2), np.float32)
     cls[0, 1, 0, 0] = math.log(3.0)    # fg logit: p = 3 / (1 + 3)
-    p = foreground_probability(cls)
-    np.testing.assert_allclose(p, [0.75, 0.5], rtol=1e-6)
+    cls[0, 0, 0, 1] = 20.0              # bg logit 20 above fg: p = e^-20, margin -20
+    margins = foreground_margin(cls)
+    np.testing.assert_allclose(margins, [math.log(3.0), -20.0], rtol=1e-6)
+    p = foreground_probability(margins)
+    np.testing.assert_allclose(p, [0.75, math.exp(-20.0) / (1 + math.exp(-20.0))], rtol=1e-5)
+
+
+def _cands(scores, boxes, window) -> Candidates:
+    """Candidates with the logit margins their scores are the sigmoid of."""
+    scores = np.asarray(scores, dtype=float)
+    return Candidates(scores, boxes, window, np.log(scores / (1.0 - scores)))
 
 
 def test_anchor_free_decode_by_hand():
@@ -134,7 +144,7 @@ def test_anchor_decode_by_hand():
 def test_select_candidate_penalty_by_hand():
     scores = np.array([0.9, 0.9])
     boxes = np.array([[0, 0], [0, 0], [100, 200], [100, 200]], dtype=float)
-    cands = Candidates(scores, boxes, np.zeros(2))
+    cands = _cands(scores, boxes, np.zeros(2))
     pick = select_candidate(cands, 100.0, 100.0, penalty_k=0.2, window_influence=0.0)
     # same size: no penalty; double size: padded size 400 vs 200 -> s_c = 2, r_c = 1
     assert pick.index == 0 and pick.penalty == pytest.approx(1.0)
@@ -142,7 +152,7 @@ def test_select_candidate_penalty_by_hand():
 
 
 def test_select_candidate_window_influence():
-    cands = Candidates(np.array([0.5, 0.6]), np.full((4, 2), 50.0), np.array([1.0, 0.0]))
+    cands = _cands([0.5, 0.6], np.full((4, 2), 50.0), np.array([1.0, 0.0]))
     assert select_candidate(cands, 50, 50, 0.0, 0.0).index == 1
     assert select_candidate(cands, 50, 50, 0.0, 0.5).index == 0
 
@@ -157,5 +167,5 @@ def test_bbox_validation_messages():
 
 def test_select_candidate_never_picks_an_overflowing_box():
     boxes = np.array([[0, 0], [0, 0], [np.inf, 40], [50, 40]], dtype=float)
-    cands = Candidates(np.array([0.99, 0.1]), boxes, np.array([1.0, 0.0]))
+    cands = _cands([0.99, 0.1], boxes, np.array([1.0, 0.0]))
     assert select_candidate(cands, 40, 40, 0.1, 0.5).index == 1

@@ -121,14 +121,18 @@ def test_confidence_is_a_logistic_model_of_the_cues():
     cfg = TrackerConfig().replace(conf_coefficients=(0.0, 1.0, 1.0, -1.0),
                                   conf_coefficients_appearance=(-1.0, 1.0, 1.0, -1.0, 2.0, 1.0))
     est = ConfidenceEstimator(cfg.confidence)
-    est.calibrate(Cues(0.9, 18.0, 0.0))
-    # Reference cues: every feature is 0, so the confidence is sigmoid(bias).
-    assert est(Cues(0.9, 18.0, 0.0)) == pytest.approx(0.5)
-    f = est.features(Cues(0.5, 9.0, 20.0, allowance=10.0))
-    assert f['score'] == pytest.approx(math.log(1.0) - math.log(9.0))
+    est.calibrate(Cues(0.5, 18.0, 0.0))
+    # A score of 0.5 (logit 0) at the first frame's sharpness, no jump: every feature is 0, so
+    # the confidence is sigmoid(bias).
+    assert est(Cues(0.5, 18.0, 0.0)) == pytest.approx(0.5)
+    f = est.features(Cues(0.9, 9.0, 20.0, allowance=10.0))
+    assert f['score'] == pytest.approx(math.log(9.0))     # absolute logit, not relative
     assert f['sharpness'] == pytest.approx(math.log(0.5)) and f['motion'] == pytest.approx(2.0)
     z = f['score'] + f['sharpness'] - f['motion']
-    assert est(Cues(0.5, 9.0, 20.0, allowance=10.0)) == pytest.approx(1 / (1 + math.exp(-z)))
+    assert est(Cues(0.9, 9.0, 20.0, allowance=10.0)) == pytest.approx(1 / (1 + math.exp(-z)))
+    # Scores a float32 head rounds to 1 keep their logits (up to the clip at 16).
+    assert est.features(Cues(1 - 1e-5, 18.0, 0.0))['score'] == pytest.approx(11.513, abs=1e-3)
+    assert est.features(Cues(1 - 1e-9, 18.0, 0.0))['score'] == 16.0
     # Each cue moves the confidence its own way; the distractor factor scales the score.
     base = est(Cues(0.9, 18.0, 0.0))
     assert est(Cues(0.6, 18.0, 0.0)) < base and est(Cues(0.9, 6.0, 0.0)) < base
@@ -136,11 +140,11 @@ def test_confidence_is_a_logistic_model_of_the_cues():
     assert est(Cues(0.9, 18.0, 0.0, distractor=0.2)) < base
     # With the appearance: the other coefficient set; the appearance and its change from the
     # recent level both count.
-    high = est(Cues(0.9, 18.0, 0.0, appearance=1.0))
+    high = est(Cues(0.5, 18.0, 0.0, appearance=1.0))
     assert high == pytest.approx(1 / (1 + math.exp(-(-1.0 + 2.0 * 1.0 + 0.0))))
-    assert est(Cues(0.9, 18.0, 0.0, appearance=0.5)) < high
-    est.follow_appearance(Cues(0.9, 18.0, 0.0, appearance=0.0))   # the recent level falls
-    assert est(Cues(0.9, 18.0, 0.0, appearance=1.0)) > high
+    assert est(Cues(0.5, 18.0, 0.0, appearance=0.5)) < high
+    est.follow_appearance(Cues(0.5, 18.0, 0.0, appearance=0.0))   # the recent level falls
+    assert est(Cues(0.5, 18.0, 0.0, appearance=1.0)) > high
 
 
 def test_appearance_level_moves_per_found_frame_however_often_it_is_measured():

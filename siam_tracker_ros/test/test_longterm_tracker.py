@@ -170,6 +170,27 @@ def test_look_alikes_block_the_template_update_only_inside_the_template_window(v
     assert not v3_default._in_template([(x + half + side, y)])
 
 
+def test_score_cue_keeps_the_logit_spread_of_a_confident_head(v3_default):
+    # NanoTrack v3 is sure of a well-tracked target: its float32 peak score is 1.0 on most
+    # frames, but the logit margin behind it still ranks them. The score cue is that margin
+    # (from the head's logits in float64), so it spreads above the old clip at p = 1 - 1e-4
+    # (logit 9.2) and matches the head's own margin at the chosen candidate.
+    seq = load_sequence(need(SEQUENCES / 'David'))
+    frames = load_frames(seq)[:31]
+    v3_default.record_cues = True
+    try:
+        v3_default.init(frames[0], seq.init_box)
+        cues = []
+        for image in frames[1:]:
+            v3_default.update(image)
+            cues.append(v3_default.last_cues.features['score'])
+    finally:
+        v3_default.record_cues = False
+    cues = np.array(cues)
+    assert cues.max() > 10.0 and cues.std() > 0.3, cues
+    assert np.all(cues <= 16.0), cues
+
+
 @pytest.mark.parametrize('step', [1.3, 1.0])
 def test_searching_also_tries_the_target_larger_and_smaller(step):
     # A target that comes back nearer or farther: each searching frame runs the window at the

@@ -37,6 +37,49 @@ def test_import_writes_a_verified_manifest(v3_model):
     assert set(recorded) == set(MODEL_FIELDS)
 
 
+def test_cached_imports_follow_the_settings_the_importer_writes(tmp_path, monkeypatch):
+    # An upstream folder is imported once into the cache; the import writes the tracker's
+    # model settings (the confidence coefficients among them) into its manifest. When those
+    # change (a refit shipped in a new release) or the importer does, the folder is imported
+    # again rather than the stale manifest reused.
+    from siam_tracker_ros.core.config import TrackerConfig
+    from siam_tracker_ros.factory import resolve_model
+    from siam_tracker_ros.nets import nanotrack_import
+    first = resolve_model(need(MODELS / 'nanotrack-v3'), tmp_path)
+    assert first.tracker.confidence == TrackerConfig().confidence
+    assert resolve_model(MODELS / 'nanotrack-v3', tmp_path).root == first.root
+    read = nanotrack_import.read_tracker_config
+    monkeypatch.setattr(nanotrack_import, 'read_tracker_config', lambda path: read(path).replace(
+        conf_coefficients=(-2.0, 0.5, 1.0, -0.1)))
+    refit = resolve_model(MODELS / 'nanotrack-v3', tmp_path)
+    assert refit.root != first.root
+    assert load_manifest(refit.root).tracker.confidence.coefficients == (-2.0, 0.5, 1.0, -0.1)
+    monkeypatch.setattr(nanotrack_import, 'IMPORT_FORMAT', 'a later importer')
+    assert resolve_model(MODELS / 'nanotrack-v3', tmp_path).root not in (first.root, refit.root)
+
+
+def test_coefficients_fitted_for_earlier_cues_give_way_to_the_defaults(v3_model, tmp_path):
+    # A model directory written before the score cue became absolute carries coefficients for
+    # the relative cue (no 'confidence_cues' entry): applied to today's cues they would call
+    # every box found. They are replaced by the defaults, with a warning; current ones stay.
+    from siam_tracker_ros.core.config import TrackerConfig
+    old = tmp_path / 'old'
+    shutil.copytree(v3_model.root, old)
+    data = json.loads((old / 'manifest.json').read_text())
+    assert data['confidence_cues'] == 2
+    own = [-3.0, 0.5, 1.0, -0.2]
+    data['tracker']['conf_coefficients'] = own
+    (old / 'manifest.json').write_text(json.dumps(data))
+    assert load_manifest(old).tracker.confidence.coefficients == tuple(own)
+    del data['confidence_cues']
+    data['tracker']['conf_coefficients'] = [3.4971, 0.6832, 1.443, -0.0245]
+    (old / 'manifest.json').write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match='cue definition 1, not 2.*--fit-confidence'):
+        spec = load_manifest(old)
+    assert spec.tracker.confidence == TrackerConfig().confidence
+    assert spec.tracker.step == v3_model.tracker.step
+
+
 def test_dynamic_backbone_equals_the_published_dynamic_v2(tmp_path):
     import onnxruntime as ort
     ref_path = need(MODELS / 'nanotrack-v2-dynamic-backbone' / 'nanotrack_backbone_dy_sim.onnx')

@@ -1,12 +1,17 @@
 """
 A per-frame confidence that the chosen box is on the target: P(IoU >= 0.5), learned.
 
-The cues of the chosen candidate, each relative to the first frame so that they mean the same
-for NanoTrack v2, v3 or SiamRPN++:
+The cues of the chosen candidate, all but the score relative to the first frame or the
+target's own levels:
 
-* ``score``: the logit of the peak score, times the distractor factor (1 unless the candidate
-  sits on a remembered look-alike), minus that of the peak score on the first frame (the
-  scores of a confident head crowd near 1; their logits spread out);
+* ``score``: the logit of the peak score times the distractor factor (1 unless the candidate
+  sits on a remembered look-alike). It is absolute, not relative to the first frame: the
+  scores of a confident head crowd near 1 (a float32 score is 1.0 from logit 17 on) while
+  their logits, the head's logit margin kept in float64, spread out (10-19 on NanoTrack v3's
+  first frames), so the first frame is no steady reference and the absolute logit ranks
+  boxes best (tune frames, leave-one-sequence-out AUROC 0.927 against 0.899 relative to the
+  first frame). Its scale is the head's own: ``siam-eval --fit-confidence`` refits the
+  coefficients for a model (v3's fit also served v2 best, README "Measured results");
 * ``sharpness``: the log of the peak-to-sidelobe ratio of the score map over its running
   level on confidently tracked frames (which starts at the first-frame value);
 * ``motion``: the jump of the peak from where the target was expected (the last position
@@ -41,11 +46,14 @@ RECENT_RATE = 0.1
 # The appearance level follows found frames faster: a target that turns or deforms changes
 # gradually, what takes its place (an occluder, background after an exit) suddenly.
 APPEARANCE_RATE = 0.3
+# The definition of the cues that coefficients are fitted for, recorded in model manifests:
+# 1 had the score relative to the first frame's (clipped at 1e-4), 2 has it absolute.
+CUES_VERSION = 2
 # Feature names, in coefficient order after the bias.
 FEATURES = ('score', 'sharpness', 'motion')
 FEATURES_APPEARANCE = FEATURES + ('appearance', 'appearance_change')
 # Each feature is clipped to a range, so that one wild value cannot dominate the sum.
-_CLIP = {'score': (-8.0, 2.0), 'sharpness': (-3.0, 1.0), 'motion': (0.0, 4.0),
+_CLIP = {'score': (-8.0, 16.0), 'sharpness': (-3.0, 1.0), 'motion': (0.0, 4.0),
          'appearance': (-0.5, 1.5), 'appearance_change': (-1.0, 0.5)}
 
 
@@ -87,14 +95,14 @@ class Cues:
 
 @dataclass(frozen=True)
 class Reference:
-    """First-frame values the cues are divided by."""
+    """First-frame values: where the sharpness level starts, what strong peaks are measured by."""
 
     score: float
     sharpness: float
 
 
 def _logit(p: float) -> float:
-    p = min(max(p, 1e-4), 1.0 - 1e-4)
+    p = min(max(p, 1e-12), 1.0 - 1e-12)
     return math.log(p / (1.0 - p))
 
 
@@ -149,7 +157,7 @@ class ConfidenceEstimator:
 
     def features(self, cues: Cues) -> Dict[str, float]:
         """Return the model's inputs (clipped); the appearance ones only where measured."""
-        values = {'score': _logit(cues.score * cues.distractor) - _logit(self.reference.score),
+        values = {'score': _logit(cues.score * cues.distractor),
                   'sharpness': math.log(max(cues.sharpness, 1e-3)
                                         / max(self.recent_sharpness, 1e-3)),
                   'motion': cues.jump / max(cues.allowance, 1e-6)}

@@ -79,8 +79,8 @@ class UpdateConfig:
 # Logistic coefficients of the confidence (core/confidence.py FEATURES order), fitted with
 # `siam-eval --fit-confidence` on the 13 dev sequences and the generated long-term set, two
 # starts each, NanoTrack v3 (see README "Measured results"). Without / with the appearance cues.
-CHEAP_COEFFICIENTS = (3.4971, 0.6832, 1.443, -0.0245)
-FULL_COEFFICIENTS = (1.1518, 0.6085, 1.1974, -0.0815, 3.0835, 0.6369)
+CHEAP_COEFFICIENTS = (-2.4166, 0.6019, 1.3163, -0.0755)
+FULL_COEFFICIENTS = (-4.07, 0.5397, 1.1572, -0.1389, 3.0101, 0.3575)
 
 
 @dataclass(frozen=True)

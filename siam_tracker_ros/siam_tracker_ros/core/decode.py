@@ -26,11 +26,18 @@ from .manifest import AnchorSpec
 
 @dataclass(frozen=True)
 class Candidates:
-    """Decoded candidates of one frame: N scores and an (4, N) array of cx, cy, w, h."""
+    """
+    Decoded candidates of one frame: N scores and an (4, N) array of cx, cy, w, h.
+
+    ``margins`` are the foreground logit margins the scores are the sigmoid of (the head's
+    foreground minus background logit): unlike the scores they keep their spread where a
+    confident head's scores all round to 1 in float32.
+    """
 
     scores: np.ndarray
     boxes: np.ndarray
     window: np.ndarray
+    margins: np.ndarray
 
 
 @lru_cache(maxsize=16)
@@ -50,15 +57,25 @@ def cosine_window(size: int, repeat: int = 1) -> np.ndarray:
     return np.tile(window, repeat)
 
 
-def foreground_probability(cls: np.ndarray) -> np.ndarray:
+def foreground_margin(cls: np.ndarray) -> np.ndarray:
     """
-    Softmax probability of the foreground class from a [1, 2K, H, W] logit map.
+    Foreground minus background logit from a [1, 2K, H, W] logit map.
 
     Channels are laid out [K background, K foreground] (K = 1 without anchors); the result is
     flattened anchor-major then row-major.
     """
     logits = cls.reshape(2, -1)
-    return 1.0 / (1.0 + np.exp(logits[0] - logits[1]))
+    return logits[1] - logits[0]
+
+
+def foreground_probability(margins: np.ndarray) -> np.ndarray:
+    """Softmax probability of the foreground class from its logit margins."""
+    return 1.0 / (1.0 + np.exp(-margins))
+
+
+def _candidates(cls: np.ndarray, boxes: np.ndarray, window: np.ndarray) -> Candidates:
+    margins = foreground_margin(cls)
+    return Candidates(foreground_probability(margins), boxes, window, margins)
 
 
 class AnchorFreeDecoder:
@@ -77,7 +94,7 @@ class AnchorFreeDecoder:
         x2 = px + ltrb[2]
         y2 = py + ltrb[3]
         boxes = np.stack([(x1 + x2) * 0.5, (y1 + y2) * 0.5, x2 - x1, y2 - y1])
-        return Candidates(foreground_probability(cls), boxes, cosine_window(size))
+        return _candidates(cls, boxes, cosine_window(size))
 
 
 @lru_cache(maxsize=16)
@@ -117,7 +134,7 @@ class AnchorDecoder:
                           delta[1] * anchor[3] + anchor[1],
                           np.exp(delta[2]) * anchor[2],
                           np.exp(delta[3]) * anchor[3]])
-        return Candidates(foreground_probability(cls), boxes, cosine_window(size, k))
+        return _candidates(cls, boxes, cosine_window(size, k))
 
 
 def _change(r: np.ndarray) -> np.ndarray:

@@ -14,11 +14,17 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
+import warnings
 
+from .confidence import CUES_VERSION
 from .config import from_mapping, MODEL_FIELDS, TrackerConfig
 
 MANIFEST_NAME = 'manifest.json'
 FORMAT_VERSION = 1
+# Manifest entry: the cue definition (core/confidence.py CUES_VERSION) of the confidence
+# coefficients in 'tracker'; absent in manifests written before it existed (version 1).
+CUES_KEY = 'confidence_cues'
+_COEFFICIENT_FIELDS = ('conf_coefficients', 'conf_coefficients_appearance')
 DECODERS = ('anchor_free', 'anchor')
 # backbone_head: one backbone graph for both crops plus a head(template_feat, search_feat).
 # template_search: a template encoder graph plus a search graph that takes the template features.
@@ -125,8 +131,8 @@ class ModelSpec:
             'stride': self.stride,
             'input': {'order': self.input_order, 'mean': list(self.input_mean),
                       'std': list(self.input_std)},
-            'tracker': {k: list(v) if isinstance(v, tuple) else v
-                        for k, v in self.tracker.flat().items() if k in MODEL_FIELDS},
+            'tracker': model_settings(self.tracker),
+            CUES_KEY: CUES_VERSION,
             'anchors': None if self.anchors is None else {
                 'ratios': list(self.anchors.ratios), 'scales': list(self.anchors.scales)},
             'files': {role: {'path': rel, 'sha256': self.sha256.get(role, '')}
@@ -137,6 +143,33 @@ class ModelSpec:
         if self.has_fusion:
             data['fusion'] = {'memory': int(self.fusion_memory)}
         return data
+
+
+def model_settings(tracker: TrackerConfig) -> Dict[str, Any]:
+    """Return the tracker settings a model directory records (MODEL_FIELDS), JSON-ready."""
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in tracker.flat().items() if k in MODEL_FIELDS}
+
+
+def _current_settings(mpath: Path, data: Mapping[str, Any]) -> Dict[str, Any]:
+    """
+    Return the manifest's tracker settings, less coefficients fitted for other cues.
+
+    Coefficients fitted for an earlier definition of the cues would weigh today's cues
+    wrongly (version 1's score weight on today's absolute logit calls every box found), so
+    they give way to the defaults, with a warning that says how to refit.
+    """
+    settings = dict(data.get('tracker', {}))
+    version = data.get(CUES_KEY, 1)
+    stale = [k for k in _COEFFICIENT_FIELDS if k in settings]
+    if stale and version != CUES_VERSION:
+        for key in stale:
+            del settings[key]
+        warnings.warn(f'{mpath}: its confidence coefficients were fitted for cue definition '
+                      f'{version}, not {CUES_VERSION}; the defaults are used instead (refit '
+                      'with `siam-eval --fit-confidence` to fit them to this model)',
+                      stacklevel=3)
+    return settings
 
 
 def write_manifest(spec: ModelSpec) -> Path:
@@ -194,7 +227,7 @@ def load_manifest(root, verify: bool = True) -> ModelSpec:
             arch=data.get('arch', ''), input_order=inp.get('order', 'bgr'),
             input_mean=tuple(float(v) for v in inp.get('mean', (0, 0, 0))),
             input_std=tuple(float(v) for v in inp.get('std', (1, 1, 1))),
-            tracker=from_mapping(TrackerConfig, data.get('tracker', {})),
+            tracker=from_mapping(TrackerConfig, _current_settings(mpath, data)),
             anchors=None if not anchors else AnchorSpec(
                 tuple(float(r) for r in anchors['ratios']),
                 tuple(float(s) for s in anchors['scales'])),

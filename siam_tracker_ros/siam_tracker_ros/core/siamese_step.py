@@ -41,7 +41,7 @@ class Search:
     def with_scores(self, scores: np.ndarray) -> 'Search':
         """Return the same run with the candidates' scores replaced (penalised)."""
         c = self.cands
-        return Search(self.center, self.scale_z, Candidates(scores, c.boxes, c.window),
+        return Search(self.center, self.scale_z, Candidates(scores, c.boxes, c.window, c.margins),
                       self.crop, self.xf)
 
     def positions(self) -> Tuple[np.ndarray, np.ndarray]:

@@ -236,7 +236,11 @@ class SiameseTracker:
                                  self.step.target_radius_cells(size, search.scale_z))
         xs, ys = search.positions()
         jump = math.hypot(xs[index] - expected[0], ys[index] - expected[1])
-        return Cues(float(raw_scores[index]), sharp, jump, self._allowance(), float(factor))
+        # The score from the head's logit margin in float64: the float32 score of a confident
+        # head is 1.0, its logit spread is the confidence's strongest cue.
+        margin = min(max(float(search.cands.margins[index]), -500.0), 500.0)
+        score = 1.0 / (1.0 + math.exp(-margin))
+        return Cues(score, sharp, jump, self._allowance(), float(factor))
 
     def _camera_jump(self, image: np.ndarray, search: Search, index: int, cues: Cues) -> Cues:
         """
@@ -335,7 +339,7 @@ class SiameseTracker:
         return self.last_result
 
     def _calibrate(self, image: np.ndarray) -> None:
-        """Score the first frame itself: the reference the confidence is relative to."""
+        """Score the first frame itself: the reference of sharpness, strong peaks, appearance."""
         crop, scale_z = self.step.search_crop(image, self.center, self.size)
         search = self._main_search(crop, self.center, scale_z)
         pick = self.step.choose(search, self.size)

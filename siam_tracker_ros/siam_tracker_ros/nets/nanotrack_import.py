@@ -9,13 +9,19 @@ encodes the 127 template and the 255 search crop, as the authors' tracker does i
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 import re
 import shutil
 from typing import Dict, Optional
 
 from ..core.config import TrackerConfig
-from ..core.manifest import ModelError, ModelSpec, write_manifest
+from ..core.manifest import model_settings, ModelError, ModelSpec, write_manifest
+
+# The importer's output format: part of the import cache key (``import_key``), so a change
+# of the graph conversion re-imports cached upstream folders.
+IMPORT_FORMAT = 'nanotrack-import-2'
 
 # Upstream config key -> TrackerConfig field.
 _TRACK_KEYS = {'EXEMPLAR_SIZE': 'exemplar_size', 'INSTANCE_SIZE': 'instance_size',
@@ -57,6 +63,23 @@ def read_tracker_config(config_yaml: Path) -> TrackerConfig:
     track = data.get('TRACK', {})
     values = {field: track[key] for key, field in _TRACK_KEYS.items() if key in track}
     return TrackerConfig().replace(**values)
+
+
+def import_key(files: Dict[str, Path]) -> str:
+    """
+    Hex digest naming an upstream folder's import (factory.resolve_model's cache).
+
+    It covers the files, the importer's format and the tracker settings the import writes
+    into the manifest (such as the confidence coefficients, whose defaults change when the
+    confidence is refitted), so a cached import is never older than the code that would
+    make it.
+    """
+    settings = model_settings(read_tracker_config(files['config']))
+    digest = hashlib.sha256(IMPORT_FORMAT.encode())
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for key in sorted(files):
+        digest.update(files[key].read_bytes())
+    return digest.hexdigest()
 
 
 def make_backbone_dynamic(src, dst) -> None:
