@@ -470,8 +470,15 @@ class SiameseTracker:
         t2 = time.perf_counter()
         self.last_stage_ms = {'crop': (t1 - t0) * 1e3, 'network': (t2 - t1) * 1e3}
         raw_scores = search.cands.scores
-        expected = self.kalman.center if cfg.motion.kalman else (
-            center[0] + self.velocity[0], center[1] + self.velocity[1])
+        if cfg.motion.kalman:
+            expected = self.kalman.center
+        elif cfg.longterm.enabled and self.longterm.lost:
+            # While lost the crop follows the step's best match, but the target is expected
+            # on its own path from the held box: where the step went (maybe a look-alike) is
+            # not where the target is expected (look-alike penalties, motion cue).
+            expected = self._on_path()
+        else:
+            expected = (center[0] + self.velocity[0], center[1] + self.velocity[1])
         search, factor = self._penalised(search, expected)
         pick = self.step.choose(search, self.size)
         box_center, box_size = self.step.box_of(search, pick, self.size, image.shape)
@@ -501,6 +508,11 @@ class SiameseTracker:
         else:
             if cfg.motion.kalman:
                 self.center = np.array(self.kalman.center)
+            elif state == TrackState.LOST:
+                # The next crop goes where the target most likely is: from its own path
+                # towards the step's match, as far as the confidence in that match.
+                path = np.array(expected, dtype=np.float64)
+                self.center = path + confidence * (np.asarray(box_center) - path)
             box = lt.held_box
             if state == TrackState.SEARCHING:
                 height, width = image.shape[:2]
@@ -699,6 +711,12 @@ class SiameseTracker:
             return TrackResult(lt.held_box, 0.0, TrackState.SEARCHING, 0.0)
         return TrackResult(lt.held_box, best.pick.score, TrackState.SEARCHING,
                            self._below_found(best.confidence))
+
+    def _on_path(self) -> Tuple[float, float]:
+        """Where the target is on its own path: the held box moved on at its last velocity."""
+        held, frames = self.longterm.held_box, self.longterm.low_frames + 1
+        return (held.cx + frames * float(self.velocity[0]),
+                held.cy + frames * float(self.velocity[1]))
 
     def _below_found(self, confidence: float) -> float:
         """
