@@ -15,8 +15,9 @@ objects around the step, each configured by one group of TrackerConfig and each 
   preset;
 * ``LongTermState`` (lt_*): TRACKING / LOST / SEARCHING. With ``lt_enabled`` the published
   box is held only on evidence of loss (confidence below ``found_threshold``; a strong peak
-  whose appearance agrees with the initial template is never evidence of loss), and searching
-  grows local-to-global around where the target was lost; re-detected matches must pass the
+  whose appearance agrees with the initial template is never evidence of loss); while LOST
+  the next crop moves from the target's path towards the step's match as far as its
+  confidence, and searching grows local-to-global around where the target was lost; re-detected matches must pass the
   appearance check and lie within one target size plus ``lt_reacquire_speed`` sizes per frame
   since the target was last tracked with re-acquisition confidence (farther ones become
   distractors, unless they resemble the initial template clearly better than the last

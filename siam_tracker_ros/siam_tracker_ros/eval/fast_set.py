@@ -19,7 +19,7 @@ from typing import Callable, List, Optional, Sequence as Seq
 
 import numpy as np
 
-from siam_tracker_ros.eval.longterm_set import default_sources
+from siam_tracker_ros.eval.longterm_set import add_set_arguments, build_from_args
 from siam_tracker_ros.io.sequences import (GROUNDTRUTH_FILE, IMAGE_DIR, list_sequences,
                                            Sequence)
 
@@ -67,11 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog='python -m siam_tracker_ros.eval.fast_set',
         description='Build the fast-motion set (every K-th frame of real sequences).')
-    p.add_argument('--out', required=True, help='output folder (e.g. out/fast)')
-    p.add_argument('--sources', default=None,
-                   help='folder of source sequences (default ../shared/sequences)')
-    p.add_argument('--seq', nargs='+', default=None, metavar='NAME',
-                   help='only these source sequences')
+    add_set_arguments(p, 'out/fast')
     p.add_argument('--step', type=int, default=DEFAULT_STEP,
                    help=f'keep every STEP-th frame (default {DEFAULT_STEP})')
     return p
@@ -80,17 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Seq[str]] = None) -> int:
     """Build the set; print one line per sequence."""
     args = build_parser().parse_args(argv)
-    sources = Path(args.sources) if args.sources else default_sources()
-    if not sources.is_dir():
-        print(f'error: source sequences {sources} not found; pass --sources', file=sys.stderr)
-        return 2
     if args.step < 2:
         print(f'error: --step must be 2 or more, got {args.step}', file=sys.stderr)
         return 2
-    made = build_fast_set(sources, args.out, args.step, args.seq,
-                          log=lambda m: print(m, file=sys.stderr))
-    print(f'{len(made)} sequences written to {args.out}')
-    return 0
+    return build_from_args(args, lambda sources: build_fast_set(
+        sources, args.out, args.step, args.seq, log=lambda m: print(m, file=sys.stderr)))
 
 
 if __name__ == '__main__':

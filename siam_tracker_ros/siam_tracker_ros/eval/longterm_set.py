@@ -26,7 +26,7 @@ import math
 import os
 from pathlib import Path
 import sys
-from typing import Any, Dict, List, Optional, Sequence as Seq, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence as Seq, Tuple
 
 import cv2
 import numpy as np
@@ -393,26 +393,40 @@ def build_parser() -> argparse.ArgumentParser:
         prog='python -m siam_tracker_ros.eval.longterm_set',
         description='Build the generated long-term set (target exits, occluders, look-alikes, '
                     'exact ground truth) from real sequences.')
-    p.add_argument('--out', required=True, help='output folder (e.g. out/longterm)')
+    add_set_arguments(p, 'out/longterm')
+    p.add_argument('--max-frames', type=int, default=None, help='cut each source sequence')
+    return p
+
+
+def add_set_arguments(p: argparse.ArgumentParser, example_out: str) -> None:
+    """Add --out, --sources and --seq: the arguments of every command that builds a set."""
+    p.add_argument('--out', required=True, help=f'output folder (e.g. {example_out})')
     p.add_argument('--sources', default=None,
                    help='folder of source sequences (default ../shared/sequences)')
     p.add_argument('--seq', nargs='+', default=None, metavar='NAME',
                    help='only these source sequences')
-    p.add_argument('--max-frames', type=int, default=None, help='cut each source sequence')
-    return p
+
+
+def build_from_args(args: argparse.Namespace, build: Callable[[Path], List[Path]]) -> int:
+    """
+    Run a set command: ``build(sources)`` on its source folder, then say what it wrote.
+
+    Return 2 (after saying why) when the source folder is missing, else 0.
+    """
+    sources = Path(args.sources) if args.sources else default_sources()
+    if not sources.is_dir():
+        print(f'error: source sequences {sources} not found; pass --sources', file=sys.stderr)
+        return 2
+    made = build(sources)
+    print(f'{len(made)} sequences written to {args.out}')
+    return 0
 
 
 def main(argv: Optional[Seq[str]] = None) -> int:
     """Build the set; print one line per generated sequence."""
     args = build_parser().parse_args(argv)
-    sources = Path(args.sources) if args.sources else default_sources()
-    if not sources.is_dir():
-        print(f'error: source sequences {sources} not found; pass --sources', file=sys.stderr)
-        return 2
-    made = build_longterm_set(sources, args.out, args.seq, args.max_frames,
-                              log=lambda m: print(m, file=sys.stderr))
-    print(f'{len(made)} sequences written to {args.out}')
-    return 0
+    return build_from_args(args, lambda sources: build_longterm_set(
+        sources, args.out, args.seq, args.max_frames, log=lambda m: print(m, file=sys.stderr)))
 
 
 if __name__ == '__main__':
