@@ -17,11 +17,12 @@ objects around the step, each configured by one group of TrackerConfig and each 
   box is held only on evidence of loss (confidence below ``found_threshold``; a strong peak
   whose appearance agrees with the initial template is never evidence of loss); while LOST
   the next crop moves from the target's path towards the step's match as far as its
-  confidence, and searching grows local-to-global around where the target was lost; re-detected matches must pass the
-  appearance check and lie within one target size plus ``lt_reacquire_speed`` sizes per frame
-  since the target was last tracked with re-acquisition confidence (farther ones become
-  distractors, unless they resemble the initial template clearly better than the last
-  re-acquired match did). Without it the box follows the plain step on every frame;
+  confidence, and searching grows local-to-global around where the target was lost;
+  re-detected matches must pass the appearance check and lie within one target size plus
+  ``lt_reacquire_speed`` sizes per frame since the target was last tracked with
+  re-acquisition confidence (farther ones become distractors, unless they resemble the
+  initial template clearly better than the last re-acquired match did). Without it the box
+  follows the plain step on every frame;
 * ``DistractorMemory`` (distractor_*): penalise candidates on remembered look-alikes;
 * ``ConstantVelocityKalman`` (motion_kalman): where to look through occlusions;
 * camera motion (motion_camera): while the target is not tracked, the place it was last seen
