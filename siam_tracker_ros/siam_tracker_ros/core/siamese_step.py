@@ -13,7 +13,7 @@ features, so the long-term controller (core/tracker.py) can run it on any window
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 from typing import Optional, Sequence, Tuple
 
@@ -40,9 +40,7 @@ class Search:
 
     def with_scores(self, scores: np.ndarray) -> 'Search':
         """Return the same run with the candidates' scores replaced (penalised)."""
-        c = self.cands
-        return Search(self.center, self.scale_z, Candidates(scores, c.boxes, c.window, c.margins),
-                      self.crop, self.xf)
+        return replace(self, cands=replace(self.cands, scores=scores))
 
     def positions(self) -> Tuple[np.ndarray, np.ndarray]:
         """Image x, y of every candidate."""

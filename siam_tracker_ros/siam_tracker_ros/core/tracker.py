@@ -43,7 +43,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from .camera_motion import apply_to_point, estimate_camera_motion, scale_of
-from .confidence import cell_scores, ConfidenceEstimator, Cues, peak_to_sidelobe
+from .confidence import cell_scores, ConfidenceEstimator, Cues, peak_to_sidelobe, sigmoid
 from .config import TrackerConfig, validated
 from .crop import pad_colour
 from .decode import Selection
@@ -240,8 +240,7 @@ class SiameseTracker:
         jump = math.hypot(xs[index] - expected[0], ys[index] - expected[1])
         # The score from the head's logit margin in float64: the float32 score of a confident
         # head is 1.0, its logit spread is the confidence's strongest cue.
-        margin = min(max(float(search.cands.margins[index]), -500.0), 500.0)
-        score = 1.0 / (1.0 + math.exp(-margin))
+        score = float(sigmoid(search.cands.margins[index]))
         return Cues(score, sharp, jump, self._allowance(), float(factor))
 
     def _camera_jump(self, image: np.ndarray, search: Search, index: int, cues: Cues) -> Cues:
