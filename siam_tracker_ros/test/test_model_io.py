@@ -40,8 +40,8 @@ def test_import_writes_a_verified_manifest(v3_model):
 def test_cached_imports_follow_the_settings_the_importer_writes(tmp_path, monkeypatch):
     # An upstream folder is imported once into the cache; the import writes the tracker's
     # model settings (the confidence coefficients among them) into its manifest. When those
-    # change (a refit shipped in a new release) or the importer does, the folder is imported
-    # again rather than the stale manifest reused.
+    # change (a refit shipped in a new release), the importer does or the cue definition does,
+    # the folder is imported again rather than the stale manifest reused.
     from siam_tracker_ros.core.config import TrackerConfig
     from siam_tracker_ros.factory import resolve_model
     from siam_tracker_ros.nets import nanotrack_import
@@ -55,7 +55,12 @@ def test_cached_imports_follow_the_settings_the_importer_writes(tmp_path, monkey
     assert refit.root != first.root
     assert load_manifest(refit.root).tracker.confidence.coefficients == (-2.0, 0.5, 1.0, -0.1)
     monkeypatch.setattr(nanotrack_import, 'IMPORT_FORMAT', 'a later importer')
-    assert resolve_model(MODELS / 'nanotrack-v3', tmp_path).root not in (first.root, refit.root)
+    later = resolve_model(MODELS / 'nanotrack-v3', tmp_path).root
+    assert later not in (first.root, refit.root)
+    # A new cue definition re-imports too (the manifest records the definition).
+    monkeypatch.setattr(nanotrack_import, 'CUES_VERSION', nanotrack_import.CUES_VERSION + 1)
+    newest = resolve_model(MODELS / 'nanotrack-v3', tmp_path).root
+    assert newest not in (first.root, refit.root, later)
 
 
 def test_coefficients_fitted_for_earlier_cues_give_way_to_the_defaults(v3_model, tmp_path):

@@ -16,6 +16,7 @@ import re
 import shutil
 from typing import Dict, Optional
 
+from ..core.confidence import CUES_VERSION
 from ..core.config import TrackerConfig
 from ..core.manifest import model_settings, ModelError, ModelSpec, write_manifest
 
@@ -69,13 +70,14 @@ def import_key(files: Dict[str, Path]) -> str:
     """
     Hex digest naming an upstream folder's import (factory.resolve_model's cache).
 
-    It covers the files, the importer's format and the tracker settings the import writes
-    into the manifest (such as the confidence coefficients, whose defaults change when the
-    confidence is refitted), so a cached import is never older than the code that would
-    make it.
+    It covers the files, the importer's format and what the import writes into the manifest:
+    the tracker settings (such as the confidence coefficients, whose defaults change when the
+    confidence is refitted) and the cue definition they were fitted for (a manifest of an
+    older definition would have its coefficients set aside), so a cached import is never
+    older than the code that would make it.
     """
     settings = model_settings(read_tracker_config(files['config']))
-    digest = hashlib.sha256(IMPORT_FORMAT.encode())
+    digest = hashlib.sha256(f'{IMPORT_FORMAT}/cues-{CUES_VERSION}'.encode())
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for key in sorted(files):
         digest.update(files[key].read_bytes())
