@@ -147,17 +147,40 @@ def test_confidence_is_a_logistic_model_of_the_cues():
     assert est(Cues(0.5, 18.0, 0.0, appearance=1.0)) > high
 
 
-def test_appearance_level_moves_per_found_frame_however_often_it_is_measured():
+def test_unmeasured_found_frames_count_as_the_last_measured_appearance():
     every, sparse = (ConfidenceEstimator(TrackerConfig().confidence) for _ in range(2))
     for est in (every, sparse):
         est.calibrate(Cues(0.9, 18.0, 0.0))
-    for frame in range(1, 7):        # a target turning: 0.4 every frame, measured every 3rd
+    # Measured on every frame: the plain running mean at APPEARANCE_RATE (0.3) per frame.
+    for _ in range(6):
         every.follow_appearance(Cues(0.9, 18.0, 0.0, appearance=0.4))
-        sparse.follow_appearance(Cues(0.9, 18.0, 0.0,
-                                      appearance=0.4 if frame % 3 == 0 else None))
-        if frame % 3 == 0:
-            assert sparse.recent_appearance == pytest.approx(every.recent_appearance)
     assert every.recent_appearance == pytest.approx(0.4 + 0.6 * 0.7 ** 6)
+    # Certain frames between checks look like the last measured one: 0.9 on frame 1, thirty
+    # unmeasured found frames, then an occluder half over the target (0.3). The level moves
+    # to 0.9 as if measured thirty times and then one step (0.3) towards 0.3; the single
+    # uncertain measurement does not take the level over (a catch-up of all 31 steps at
+    # once would put it at 0.3, and every later frame of the target would look changed).
+    sparse.follow_appearance(Cues(0.9, 18.0, 0.0, appearance=0.9))
+    for _ in range(30):
+        sparse.follow_appearance(Cues(0.9, 18.0, 0.0))
+    sparse.follow_appearance(Cues(0.9, 18.0, 0.0, appearance=0.3))
+    held = 0.9 + (0.97 - 0.9) * 0.7 ** 30          # after frame 1 the level is 0.97
+    assert sparse.recent_appearance == pytest.approx(held + 0.3 * (0.3 - held))
+    assert sparse.recent_appearance > 0.7
+
+
+def test_appearance_holds_still_only_while_measurements_stay_on_their_level():
+    est = ConfidenceEstimator(TrackerConfig().confidence)
+    est.calibrate(Cues(0.9, 18.0, 0.0))
+    assert not est.appearance_settled              # nothing measured yet
+    for _ in range(20):                             # a target that looks the same
+        est.follow_appearance(Cues(0.9, 18.0, 0.0, appearance=0.9))
+    assert est.appearance_settled
+    # A target turning: each measurement 0.03 lower than the last; the level trails them by
+    # more than APPEARANCE_STILL, so the check keeps running on every frame.
+    for k in range(1, 6):
+        est.follow_appearance(Cues(0.9, 18.0, 0.0, appearance=0.9 - 0.03 * k))
+    assert not est.appearance_settled
 
 
 def test_peak_to_sidelobe_prefers_a_single_peak():

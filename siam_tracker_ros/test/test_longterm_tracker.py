@@ -203,6 +203,40 @@ def test_a_target_that_jumps_while_lost_is_followed_not_left_behind(v3_default, 
     assert np.all(ious > 0.7), ious
 
 
+def test_the_appearance_check_skips_only_certain_frames(v3_default):
+    # The appearance check (one template-branch run) is most of what the default costs over
+    # the plain step. It runs on every frame whose confidence without it is below
+    # conf_appearance_certain (0.97), while the appearance does not hold still, and every
+    # conf_appearance_interval (10) frames; on bag's first 60 frames most frames are certain
+    # and the bag looks the same, so it runs on fewer than half of them, and the boxes stay
+    # those of a check on every frame.
+    seq = load_sequence(need(SEQUENCES / 'bag'))
+    frames = load_frames(seq)[:61]
+    every = load_tracker(need(MODELS / 'nanotrack-v3'), backend='onnxruntime',
+                         conf_appearance_interval=1, conf_appearance_certain=1.0)
+    runs = {}
+    for name, tracker in (('default', v3_default), ('every', every)):
+        tracker.init(frames[0], seq.init_box)
+        results, checked, still = [], [], []
+        for image in frames[1:]:
+            still.append(tracker.estimator.appearance_settled)
+            results.append(tracker.update(image))
+            checked.append('verify' in tracker.last_stage_ms)
+        runs[name] = results, np.array(checked), still
+    results, checked, still = runs['default']
+    assert runs['every'][1].all()
+    assert 0 < checked.sum() < 0.5 * len(checked), checked
+    for k, (result, was_checked) in enumerate(zip(results, checked), start=1):
+        if k % 10 == 0:
+            assert was_checked, k
+        if not was_checked:      # skipped: certain without the appearance, which held still
+            assert result.confidence >= 0.97 and result.state == TrackState.TRACKING, k
+            assert still[k - 1], k
+    boxes = np.array([r.box.as_tuple() for r in results])
+    reference = np.array([r.box.as_tuple() for r in runs['every'][0]])
+    assert np.all(iou(boxes, reference) > 0.95)
+
+
 def test_score_cue_keeps_the_logit_spread_of_a_confident_head(v3_default):
     # NanoTrack v3 is sure of a well-tracked target: its float32 peak score is 1.0 on most
     # frames, but the logit margin behind it still ranks them. The score cue is that margin

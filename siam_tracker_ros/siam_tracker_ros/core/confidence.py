@@ -46,6 +46,9 @@ RECENT_RATE = 0.1
 # The appearance level follows found frames faster: a target that turns or deforms changes
 # gradually, what takes its place (an occluder, background after an exit) suddenly.
 APPEARANCE_RATE = 0.3
+# The appearance holds still while its last measurement lies within this of its level; only
+# then may certain frames skip the appearance check (core/tracker.py).
+APPEARANCE_STILL = 0.03
 # The definition of the cues that coefficients are fitted for, recorded in model manifests:
 # 1 had the score relative to the first frame's (clipped at 1e-4), 2 has it absolute.
 CUES_VERSION = 2
@@ -121,6 +124,7 @@ class ConfidenceEstimator:
         self.recent_sharpness = 1.0
         self.recent_appearance = 1.0
         self._unmeasured = 0
+        self._last_appearance: Optional[float] = None
 
     def set_config(self, config) -> None:
         """Take new settings (run-time change)."""
@@ -134,6 +138,7 @@ class ConfidenceEstimator:
         self.recent_sharpness = self.reference.sharpness
         self.recent_appearance = 1.0
         self._unmeasured = 0
+        self._last_appearance = None
 
     def observe(self, cues: Cues) -> None:
         """Follow the sharpness level of confident frames (slow running mean)."""
@@ -143,17 +148,34 @@ class ConfidenceEstimator:
         """
         Follow the appearance level of found frames (fast running mean: gradual change).
 
-        Called on every found frame; the level moves at APPEARANCE_RATE per found frame
-        whether or not the appearance was measured on each: a measurement after k found
-        frames catches up by ``1 - (1 - rate)^k``, so a sparser check follows a turning
-        target as fast as a check on every frame.
+        Called on every found frame; the level moves at APPEARANCE_RATE per found frame.
+        Found frames whose appearance was not measured (certain frames between checks) count
+        as looking like the last measured one: a measurement after k found frames first moves
+        the level k - 1 steps towards the last measurement, then one step towards itself. With
+        a check on every frame this is the plain running mean; with sparser checks no single
+        measurement (often the first uncertain frame, the start of an occlusion) takes over
+        the level.
         """
         self._unmeasured += 1
         if cues.appearance is None:
             return
         k, self._unmeasured = self._unmeasured, 0
-        rate = APPEARANCE_RATE if k == 1 else 1.0 - (1.0 - APPEARANCE_RATE) ** k
-        self.recent_appearance += rate * (cues.appearance - self.recent_appearance)
+        if k > 1 and self._last_appearance is not None:
+            held = 1.0 - (1.0 - APPEARANCE_RATE) ** (k - 1)
+            self.recent_appearance += held * (self._last_appearance - self.recent_appearance)
+        self._last_appearance = cues.appearance
+        self.recent_appearance += APPEARANCE_RATE * (cues.appearance - self.recent_appearance)
+
+    @property
+    def appearance_settled(self) -> bool:
+        """
+        Tell whether the appearance holds still.
+
+        It does while the last measurement lies within APPEARANCE_STILL of the level; a
+        turning or deforming target keeps its measurements off the level, which trails them.
+        """
+        return (self._last_appearance is not None
+                and abs(self._last_appearance - self.recent_appearance) < APPEARANCE_STILL)
 
     def features(self, cues: Cues) -> Dict[str, float]:
         """Return the model's inputs (clipped); the appearance ones only where measured."""

@@ -94,13 +94,19 @@ class ConfidenceConfig:
         0.0, 1.0, runtime=True, flat='found_threshold')
     appearance: str = param(
         'periodic', 'appearance check (the box re-encoded by the template branch, compared '
-        "with the initial template): 'periodic' = every conf_appearance_interval confident "
-        "frames and on every uncertain one; 'off' = never (cheaper; re-acquisition is then "
+        "with the initial template): 'periodic' = on every frame unless it is certain "
+        '(conf_appearance_certain) while the appearance holds still, and every '
+        "conf_appearance_interval frames; 'off' = never (cheaper; re-acquisition is then "
         "verified with the initial template's score)", runtime=True,
         choices=('periodic', 'off'))
     appearance_interval: int = param(
-        1, "frames between appearance checks while confidently tracking ('periodic')",
-        1, 10000, runtime=True)
+        10, "frames between appearance checks while the frames are certain ('periodic'; "
+        '1 = every frame)', 1, 10000, runtime=True)
+    appearance_certain: float = param(
+        0.97, 'confidence without the appearance at or above which a tracked frame is '
+        'certain: while the appearance holds still (its last measurement near its recent '
+        'level) the check then runs only every conf_appearance_interval frames', 0.0, 1.0,
+        runtime=True)
     strong_score: float = param(
         0.5, 'peak score (times the distractor factor, relative to the first frame) at or above '
         'which the peak is strong: a strong peak whose appearance agrees '

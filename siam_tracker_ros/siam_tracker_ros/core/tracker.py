@@ -431,19 +431,22 @@ class SiameseTracker:
         """
         Return the cues and confidence of the step's box, the appearance where it is due.
 
-        The appearance is measured every conf_appearance_interval frames, on every frame that
-        is uncertain (below update_min_confidence), follows a loss or may update the template
-        (no unverified box becomes a template sample), and when fitting.
+        The appearance is measured on every frame that is not certain (its confidence without
+        the appearance below conf_appearance_certain), while the appearance does not hold
+        still (a turning target: the level must follow it, the strong rule and the return
+        tests compare with it), on every frame that follows a loss or may update the template
+        (no unverified box becomes a template sample), every conf_appearance_interval frames,
+        and when fitting.
         """
         cfg = self._config
         confidence = self.estimator(cues)
-        uncertain = confidence < cfg.update.min_confidence
-        if cfg.longterm.enabled and uncertain:
+        if cfg.longterm.enabled and confidence < cfg.update.min_confidence:
             cues = self._camera_jump(image, search, pick.index, cues)
             confidence = self.estimator(cues)
-            uncertain = confidence < cfg.update.min_confidence
         due = cfg.confidence.appearance != 'off' and (
-            uncertain or self.longterm.lost or self.updater.sampling(self.frame_index)
+            confidence < cfg.confidence.appearance_certain or self.longterm.lost
+            or not self.estimator.appearance_settled
+            or self.updater.sampling(self.frame_index)
             or self.frame_index % cfg.confidence.appearance_interval == 0)
         if due or self.record_cues:
             t_a = time.perf_counter()
