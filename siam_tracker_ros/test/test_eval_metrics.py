@@ -251,10 +251,13 @@ def test_set_figures_pool_calibration_by_hand():
     assert mean['ece'] == pytest.approx(2.24 / 9)
     # Brier = (1.795 + .0025 + .0025) / 9 = 0.2
     assert mean['brier'] == pytest.approx(0.2)
+    # Every visible box either hits or misses the target entirely in both sequences.
+    assert first['misplaced_rate'] == 0.0 and mean['misplaced_rate'] == 0.0
 
     table = R.format_table({'x': {'mean': mean, 'sequences': {}}}, reference=None)
     header, _, row = table.splitlines()
     assert 'false_LOST' in header and 'held(longest)' in header and 'Brier' in header
+    assert header.split()[-2:] == ['misplaced', 'AUROC(on)'] and row.split()[-2] == '0.0%'
     assert '28.6%' in row and '5 (2)' in row and '0.249' in row and '0.200' in row
 
 

@@ -153,6 +153,14 @@ def test_cli_presence_metrics_and_skipped_peer(tmp_path, capsys):
     from siam_tracker_ros.eval.metrics import iou
     ious = iou(boxes[1:20], gt[1:20])
     assert rec['mean_iou'] is not None and ious.mean() > 0.5
+    # The misplaced share, from the saved boxes: visible frames on the square (IoU > 0.1)
+    # below IoU 0.5 (MIL lags the moving square).
+    from siam_tracker_ros.io.sequences import load_sequence
+    truth = load_sequence(tmp_path / 'seqs' / 'square').gt[1:]
+    shown = ~np.isnan(truth).any(axis=1)
+    overlap = iou(boxes[1:][shown], truth[shown])
+    expected = np.mean((overlap > 0.1) & (overlap < 0.5))
+    assert 0.2 < expected < 0.9 and rec['misplaced_rate'] == pytest.approx(expected)
 
 
 def _scripted_sequence(root: Path) -> Path:
@@ -250,6 +258,7 @@ def test_cli_false_lost_hold_and_reliability_on_a_scripted_scene(tmp_path, capsy
     hits = np.mean(iou(np.array(mil['boxes'], dtype=float)[visible], gt[visible]) >= 0.5)
     assert mil['calibration']['hit_rate'][9] == pytest.approx(hits)
     assert mil['ece'] == pytest.approx(1.0 - hits) and mil['brier'] == pytest.approx(1.0 - hits)
+    assert rec['misplaced_rate'] == 0.0                  # every one of ours is a hit
 
     header = next(line for line in printed.splitlines() if line.startswith('tracker'))
     assert 'false_LOST' in header and 'held(longest)' in header and 'ECE' in header

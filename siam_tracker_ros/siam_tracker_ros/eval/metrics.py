@@ -33,6 +33,9 @@ NORM_PRECISION_THRESHOLDS = np.linspace(0.0, 0.5, 51)
 PRECISION_AT = 20.0
 CALIBRATION_BINS = 10
 HIT_IOU = 0.5
+# A box that overlaps the truth by more than this is on the target: below HIT_IOU it is on the
+# right target but mis-placed or mis-sized, a miss no presence cue can tell from a hit.
+ON_TARGET_IOU = 0.1
 
 
 def _boxes(a, name: str) -> np.ndarray:
@@ -304,7 +307,11 @@ class SequenceMetrics:
     longest run of them; ``calibration`` bins the confidence of visible frames against
     IoU >= 0.5. ``hits`` marks the scored frames whose box has IoU >= 0.5 (absent frames are
     misses), ``confidences`` holds their confidence and ``conf_iou_auroc`` the AUROC of the
-    one for the other (None with a single class).
+    one for the other (None with a single class). ``on_target`` marks the scored frames whose
+    box has IoU > ON_TARGET_IOU and ``conf_target_auroc`` ranks them by the confidence (how
+    well it tells the target from something else, whatever the box's fit);
+    ``misplaced_rate`` is the share of visible frames on the target but below HIT_IOU (the
+    misses that only a box-quality cue could rank; None without a visible frame).
     """
 
     frames: int
@@ -331,6 +338,9 @@ class SequenceMetrics:
     hits: np.ndarray
     confidences: np.ndarray
     conf_iou_auroc: Optional[float]
+    on_target: np.ndarray
+    conf_target_auroc: Optional[float]
+    misplaced_rate: Optional[float]
 
 
 def evaluate_sequence(pred, gt, found=None, confidence=None,
@@ -369,8 +379,11 @@ def evaluate_sequence(pred, gt, found=None, confidence=None,
         roc = None if np.isnan(roc_value) else roc_value
     false_lost = int(np.sum(visible & ~found_arr))
     n_visible = int(visible.sum())
-    hits = np.where(visible, np.nan_to_num(ious, nan=0.0) >= HIT_IOU, False)
+    overlap = np.nan_to_num(ious, nan=0.0)
+    hits = np.where(visible, overlap >= HIT_IOU, False)
     hit_roc = auroc(conf_arr, hits)
+    on_target = visible & (overlap > ON_TARGET_IOU)
+    target_roc = auroc(conf_arr, on_target)
     return SequenceMetrics(
         frames=n,
         frames_scored=n_visible,
@@ -396,6 +409,9 @@ def evaluate_sequence(pred, gt, found=None, confidence=None,
         hits=hits,
         confidences=conf_arr,
         conf_iou_auroc=None if np.isnan(hit_roc) else hit_roc,
+        on_target=on_target,
+        conf_target_auroc=None if np.isnan(target_roc) else target_roc,
+        misplaced_rate=(int(np.sum(on_target & ~hits)) / n_visible if n_visible else None),
     )
 
 

@@ -13,7 +13,7 @@ import math
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence as Seq, TextIO, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence as Seq, TextIO
 import zlib
 
 import numpy as np
@@ -230,6 +230,8 @@ def sequence_record(metrics: SequenceMetrics, run: TrackerRun,
         'presence_f1': _num(metrics.presence_f1),
         'conf_auroc': _num(metrics.conf_auroc),
         'conf_iou_auroc': _num(metrics.conf_iou_auroc),
+        'conf_target_auroc': _num(metrics.conf_target_auroc),
+        'misplaced_rate': _num(metrics.misplaced_rate),
         'false_lost': metrics.false_lost,
         'false_lost_rate': _num(metrics.false_lost_rate),
         'held_frames': metrics.held_frames,
@@ -258,10 +260,11 @@ def mean_record(sequences: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
 
     ``fps`` is the median over sequences of each sequence's update() frames/s (robust to one
     sequence with a slow first call); ``fps_mean`` is their mean. ``presence_f1`` and
-    ``conf_auroc`` average only the sequences where they apply (None when none do), as does
-    ``false_lost_rate`` (sequences with a visible frame); ``false_lost`` and ``held_frames``
-    are totals, ``longest_hold`` the longest over sequences. ``calibration``, ``ece`` and
-    ``brier`` pool the visible frames of every sequence (they are not means over sequences).
+    ``conf_auroc`` average only the sequences where they apply (None when none do), as do
+    ``false_lost_rate`` and ``misplaced_rate`` (sequences with a visible frame);
+    ``false_lost`` and ``held_frames`` are totals, ``longest_hold`` the longest over
+    sequences. ``calibration``, ``ece`` and ``brier`` pool the visible frames of every
+    sequence (they are not means over sequences).
     """
     recs = list(sequences.values())
     pooled = calibration([], [])
@@ -281,6 +284,7 @@ def mean_record(sequences: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         'frames': int(sum(r['frames'] for r in recs)),
         'lost_frames': int(sum(r['lost_frames'] for r in recs)),
         'false_lost_rate': _mean([r['false_lost_rate'] for r in recs]),
+        'misplaced_rate': _mean([r['misplaced_rate'] for r in recs]),
         'false_lost': int(sum(r['false_lost'] for r in recs)),
         'held_frames': int(sum(r['held_frames'] for r in recs)),
         'longest_hold': max((int(r['longest_hold']) for r in recs), default=0),
@@ -339,7 +343,8 @@ def run_evaluation(sequences: Seq[Sequence], trackers: Seq[TrackerEntry],
     so one run of a sequence is one draw; ``auc_repeats`` per sequence and
     ``auc_repeats_mean`` / ``auc_repeats_sd`` in the mean block give the spread. Everything
     else (figures, fps, plots) comes from the first, unmoved run. The mean block's
-    ``conf_iou_auroc`` pools the frames of every sequence (confidence against IoU >= 0.5).
+    ``conf_iou_auroc`` and ``conf_target_auroc`` pool the frames of every sequence (confidence
+    against IoU >= 0.5, and against a box on the target).
 
     On sequences of the generated long-term set (an ``events.json`` beside ``img``) each
     record also has ``events`` (longterm_set.event_scores: re-acquired after the return,
@@ -356,7 +361,7 @@ def run_evaluation(sequences: Seq[Sequence], trackers: Seq[TrackerEntry],
         raise ValueError(f'tracker names must be unique, got {names}')
     progress = progress or Progress(enabled=False)
     per_seq: Dict[str, Dict[str, Dict[str, Any]]] = {t.name: {} for t in trackers}
-    pooled: Dict[str, List[Tuple[np.ndarray, np.ndarray]]] = {t.name: [] for t in trackers}
+    pooled: Dict[str, List[SequenceMetrics]] = {t.name: [] for t in trackers}
     for index, seq in enumerate(sequences, start=1):
         progress.start_sequence(index, len(sequences), seq.name, len(seq))
         frames = load_frames(seq)
@@ -367,7 +372,7 @@ def run_evaluation(sequences: Seq[Sequence], trackers: Seq[TrackerEntry],
             run = run_tracker(entry.make(), frames, seq, entry.name, progress)
             metrics = evaluate_sequence(run.boxes, seq.gt, run.found, run.confidences)
             record = sequence_record(metrics, run, save_boxes)
-            pooled[entry.name].append((metrics.confidences, metrics.hits))
+            pooled[entry.name].append(metrics)
             if events is not None:
                 record['events'] = event_scores(run.boxes, run.found, seq.gt, events)
             if repeats > 1:
@@ -383,9 +388,10 @@ def run_evaluation(sequences: Seq[Sequence], trackers: Seq[TrackerEntry],
     out = {name: {'mean': mean_record(seqs), 'sequences': seqs}
            for name, seqs in per_seq.items()}
     for name, parts in pooled.items():
-        confidences = np.concatenate([c for c, _ in parts])
-        hits = np.concatenate([h for _, h in parts])
-        out[name]['mean']['conf_iou_auroc'] = _num(auroc(confidences, hits))
+        confidences = np.concatenate([m.confidences for m in parts])
+        for key, labels in (('conf_iou_auroc', [m.hits for m in parts]),
+                            ('conf_target_auroc', [m.on_target for m in parts])):
+            out[name]['mean'][key] = _num(auroc(confidences, np.concatenate(labels)))
     return out
 
 
@@ -410,7 +416,9 @@ def format_table(trackers: Dict[str, Dict[str, Any]], reference: Optional[str] =
     ``false_LOST`` is the mean over sequences of the share of visible frames reported not
     found; ``held(longest)`` the frames with a held box over the set and the longest hold;
     ``ECE``, ``Brier`` and ``AUROC(IoU)`` the calibration and the ranking power of the
-    confidence for IoU >= 0.5 (pooled frames).
+    confidence for IoU >= 0.5 (pooled frames); ``misplaced`` the mean share of visible frames
+    whose box is on the target below IoU 0.5, ``AUROC(on)`` the confidence's ranking of boxes
+    on the target against the rest (pooled frames).
 
     On the generated long-term set it adds the confidence AUROC and the event counts
     (re-acquired within 10 frames of the return / events, no jump to the look-alike / events).
@@ -420,7 +428,8 @@ def format_table(trackers: Dict[str, Dict[str, Any]], reference: Optional[str] =
     has_ref = reference in trackers and trackers[reference]['mean']['fps']
     jittered = all('auc_repeats_mean' in b['mean'] for b in trackers.values())
     header = ['tracker', 'AUC', 'prec@20', 'norm_prec', 'fps(median)', 'presence_F1',
-              'false_LOST', 'held(longest)', 'ECE', 'Brier', 'AUROC(IoU)']
+              'false_LOST', 'held(longest)', 'ECE', 'Brier', 'AUROC(IoU)', 'misplaced',
+              'AUROC(on)']
     with_events = any('events' in b['mean'] for b in trackers.values())
     if with_events:
         header += ['conf_AUROC', 're-acquired', 'no jump']
@@ -436,7 +445,8 @@ def format_table(trackers: Dict[str, Dict[str, Any]], reference: Optional[str] =
                _percent(m['false_lost_rate']),
                f"{m['held_frames']} ({m['longest_hold']})",
                _fmt(m['ece'], '.3f'), _fmt(m['brier'], '.3f'),
-               _fmt(m.get('conf_iou_auroc'), '.3f')]
+               _fmt(m.get('conf_iou_auroc'), '.3f'), _percent(m.get('misplaced_rate')),
+               _fmt(m.get('conf_target_auroc'), '.3f')]
         if with_events:
             ev = m.get('events') or {}
             row += [_fmt(m['conf_auroc'], '.3f'), _count(ev, 'reacquired', 'returns'),
