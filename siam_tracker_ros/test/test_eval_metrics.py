@@ -221,6 +221,22 @@ def test_false_lost_hold_and_calibration_by_hand():
         0, 0.0, 0, 0)
 
 
+def test_boxes_on_the_target_below_iou_half_count_as_misplaced_not_off_target():
+    gt = np.array([[0, 0, 10, 10]] * 5, dtype=float)
+    # Scored frames 1..4: a hit, a box shifted by half its width (IoU 50 / 150 = 1/3, on the
+    # target), one shifted by 9 (IoU 10 / 190 < 0.1, off it), a hit.
+    pred = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [5, 0, 10, 10], [9, 0, 10, 10],
+                     [0, 0, 10, 10]], dtype=float)
+    m = M.evaluate_sequence(pred, gt, confidence=[1.0, 0.9, 0.2, 0.5, 0.8])
+    assert list(m.hits) == [True, False, False, True]
+    assert list(m.on_target) == [True, True, False, True]
+    assert m.misplaced_rate == pytest.approx(1 / 4)
+    # Hits (0.9, 0.8) against misses (0.2, 0.5): ranked perfectly. On target (0.9, 0.2, 0.8)
+    # against off (0.5): 2 of 3 pairs.
+    assert m.conf_iou_auroc == pytest.approx(1.0)
+    assert m.conf_target_auroc == pytest.approx(2 / 3)
+
+
 def test_set_figures_pool_calibration_by_hand():
     from siam_tracker_ros.eval import runner as R
     boxes, gt, found, conf = _made_up_run()
