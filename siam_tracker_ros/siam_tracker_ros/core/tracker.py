@@ -661,7 +661,7 @@ class SiameseTracker:
                          self.estimator(cues))
 
     def _search(self, image: np.ndarray) -> TrackResult:
-        """One SEARCHING frame: the window at the predicted position plus windows in reach."""
+        """One SEARCHING frame: windows at the predicted position, on the path and in reach."""
         cfg = self._config
         lt = self.longterm
         self.history.clear()  # no main crop on this frame: the next one starts afresh
@@ -689,6 +689,15 @@ class SiameseTracker:
             # or descending): the window at the predicted position also runs for it one scale
             # step larger and smaller, in turn.
             windows.insert(1, (expected, step if lost_for % 2 == 0 else 1.0 / step))
+        path = self._on_path()
+        h, w = image.shape[:2]
+        if (0 <= path[0] < w and 0 <= path[1] < h
+                and math.hypot(path[0] - expected[0], path[1] - expected[1]) > 0.5 * side):
+            # A target that moves on behind an occluder comes back on its own path: a window
+            # there too, while the path is in the frame (one that left it, left the view).
+            # The window at the held box stays: the path of a target that stopped or turned
+            # leads onto background.
+            windows.insert(1, (path, 1.0))
         for c, scale in windows:
             cand = self._best_in(image, c, self.features, scale=scale)
             far = math.hypot(cand.center[0] - expected[0],
