@@ -183,6 +183,23 @@ def test_appearance_holds_still_only_while_measurements_stay_on_their_level():
     assert not est.appearance_settled
 
 
+def test_a_re_acquired_appearance_starts_the_level_again():
+    est = ConfidenceEstimator(TrackerConfig().confidence)
+    est.calibrate(Cues(0.9, 18.0, 0.0))
+    for _ in range(20):
+        est.follow_appearance(Cues(0.9, 18.0, 0.0, appearance=0.9))
+    lost = Cues(0.9, 18.0, 0.0, appearance=0.55)
+    assert est.features(lost)['appearance_change'] == pytest.approx(0.55 - 0.9, abs=1e-3)
+    # The target came back turned (0.55) and was re-acquired: its look now is the level, and
+    # the next frames are judged against it, not against the look from before the loss.
+    est.restart_appearance(0.55)
+    assert est.features(lost)['appearance_change'] == 0.0
+    assert est.appearance_settled
+    est.follow_appearance(Cues(0.9, 18.0, 0.0))             # unmeasured: looks like 0.55
+    est.follow_appearance(Cues(0.9, 18.0, 0.0, appearance=0.45))
+    assert est.recent_appearance == pytest.approx(0.55 + 0.3 * (0.45 - 0.55))
+
+
 def test_peak_to_sidelobe_prefers_a_single_peak():
     one = np.zeros((15, 15))
     one[7, 7] = 1.0

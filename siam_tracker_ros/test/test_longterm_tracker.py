@@ -236,6 +236,24 @@ def test_a_target_moving_on_under_an_occluder_is_searched_for_on_its_path(
     assert set(range(36, 46)) <= on_path, sorted(on_path)
 
 
+def test_a_target_that_changed_while_away_is_kept_once_re_acquired(v3_default, tmp_path):
+    # uav_wakeboard7_exit of the generated set: the wakeboarder turns and grows from 17 x 55 to
+    # 38 x 62 px while out of view; its appearance against the initial template falls from
+    # about 0.9 to 0.55. Re-acquired on its return, it is the target again: the appearance
+    # level starts again at the verified match's appearance, so the frames after it are not
+    # judged by the look from before the loss (which held the box as lost for the rest of the
+    # clip, 53% of the visible frames).
+    build_longterm_set(SEQUENCES, tmp_path, names=['uav_wakeboard7'], kinds=('exit',))
+    seq = load_sequence(tmp_path / 'uav_wakeboard7_exit')
+    events = load_events(tmp_path / 'uav_wakeboard7_exit')
+    run = run_tracker(v3_default, load_frames(seq), seq)
+    event = event_scores(run.boxes, run.found, seq.gt, events)[0]
+    assert event['reacquired'] and not event['jumped'], event
+    m = evaluate_sequence(run.boxes, seq.gt, run.found, run.confidences)
+    assert m.false_lost_rate < 0.1 and m.presence_f1 > 0.95, m
+    assert abs(v3_default.estimator.recent_appearance - 0.55) < 0.1
+
+
 def test_the_appearance_check_skips_only_certain_frames(v3_default):
     # The appearance check (one template-branch run) is most of what the default costs over
     # the plain step. It runs on every frame whose confidence without it is below

@@ -166,6 +166,12 @@ class ConfidenceEstimator:
         self._last_appearance = cues.appearance
         self.recent_appearance += APPEARANCE_RATE * (cues.appearance - self.recent_appearance)
 
+    def restart_appearance(self, appearance: float) -> None:
+        """Start the appearance level again at a re-acquired match's (verified) appearance."""
+        self.recent_appearance = appearance
+        self._last_appearance = appearance
+        self._unmeasured = 0
+
     @property
     def appearance_settled(self) -> bool:
         """

@@ -718,6 +718,8 @@ class SiameseTracker:
             self.velocity = np.zeros(2)
             box = BBox.from_center(best.center[0], best.center[1], best.size[0], best.size[1])
             lt.start(box, self.frame_index, best.cues.appearance or 1.0)
+            if best.cues.appearance is not None:
+                self.estimator.restart_appearance(best.cues.appearance)
             return TrackResult(box, best.pick.score, TrackState.TRACKING, best.confidence)
         lt.step(False, None, cfg.longterm.lost_frames)
         if best is None:
