@@ -7,7 +7,8 @@ box stays where the target was last found; after ``lt_lost_frames`` such frames 
 tracker is SEARCHING. A found frame is TRACKING again.
 
 Searching follows DaSiamRPN's local-to-global idea: each searching frame runs the window at
-the predicted position plus at most ``lt_tiles_per_frame`` windows of a tiling of the whole
+the predicted position (the controller adds one on the target's own path and one for it
+larger or smaller) plus at most ``lt_tiles_per_frame`` windows of a tiling of the whole
 frame, taken nearest-first from where the target was lost, but only within a reach that grows
 with the frames lost and with the target's speed (the controller computes it). The searched
 area so grows outward step by step; whole-frame coverage comes last, bounded per frame, and

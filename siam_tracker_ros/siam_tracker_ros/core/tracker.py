@@ -690,8 +690,8 @@ class SiameseTracker:
             # step larger and smaller, in turn.
             windows.insert(1, (expected, step if lost_for % 2 == 0 else 1.0 / step))
         path = self._on_path()
-        h, w = image.shape[:2]
-        if (0 <= path[0] < w and 0 <= path[1] < h
+        height, width = image.shape[:2]
+        if (0 <= path[0] < width and 0 <= path[1] < height
                 and math.hypot(path[0] - expected[0], path[1] - expected[1]) > 0.5 * side):
             # A target that moves on behind an occluder comes back on its own path: a window
             # there too, while the path is in the frame (one that left it, left the view).
