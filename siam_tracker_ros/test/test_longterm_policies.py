@@ -224,27 +224,32 @@ def test_distractor_memory_finds_secondary_peaks_and_penalises_them():
     m = np.zeros((15, 15))
     m[7, 7], m[7, 12], m[1, 1] = 1.0, 0.8, 0.3
     assert mem.secondary_peaks(m, 7, 7, 2, 0.5) == [(7, 12)]
-    mem.observe([(200.0, 100.0)], target=(100.0, 100.0), target_size=20.0, frame=1)
+    mem.observe([(200.0, 100.0)], target=(100.0, 100.0), size=(20.0, 20.0), frame=1)
     f = mem.factor(np.array([200.0, 100.0]), np.array([100.0, 100.0]), 20.0, frame=2)
     assert f[0] == pytest.approx(1 - TrackerConfig().distractor.penalty)
     assert f[1] == pytest.approx(1.0)
     # A match seen while searching (no target on the frame) forgets nothing, even near where
     # the target was lost.
-    mem.observe([(400.0, 100.0)], target=None, target_size=20.0, frame=3)
+    mem.observe([(400.0, 100.0)], target=None, size=(20.0, 20.0), frame=3)
     assert [(x, y) for x, y, _ in mem.items] == [(200.0, 100.0), (400.0, 100.0)]
     # The target passing over a remembered distractor forgets it.
-    mem.observe([], target=(195.0, 100.0), target_size=20.0, frame=4)
+    mem.observe([], target=(195.0, 100.0), size=(20.0, 20.0), frame=4)
     assert [(x, y) for x, y, _ in mem.items] == [(400.0, 100.0)]
 
 
 def test_peaks_within_a_target_size_are_the_target_not_look_alikes():
     points = [(110.0, 100.0), (100.0, 118.0), (125.0, 100.0), (300.0, 40.0)]
-    assert DistractorMemory.away_from(points, (100.0, 100.0), 20.0) == [(125.0, 100.0),
-                                                                        (300.0, 40.0)]
+    assert DistractorMemory.away_from(points, (100.0, 100.0), (20.0, 20.0)) == [
+        (125.0, 100.0), (300.0, 40.0)]
+    # A tall target (a walker, a diver): a peak beyond its geometric-mean side (40 px) but
+    # within its height is its own far end, one beside it farther than that side is not.
+    tall = [(100.0, 150.0), (145.0, 100.0), (100.0, 190.0)]
+    assert DistractorMemory.away_from(tall, (100.0, 100.0), (20.0, 80.0)) == [
+        (145.0, 100.0), (100.0, 190.0)]
     mem = DistractorMemory(TrackerConfig().distractor)
-    mem.observe([(125.0, 100.0)], target=(100.0, 100.0), target_size=20.0, frame=1)
+    mem.observe([(125.0, 100.0)], target=(100.0, 100.0), size=(20.0, 20.0), frame=1)
     assert [(x, y) for x, y, _ in mem.items] == [(125.0, 100.0)]
-    mem.observe([], target=(110.0, 100.0), target_size=20.0, frame=2)   # the target covers it
+    mem.observe([], target=(110.0, 100.0), size=(20.0, 20.0), frame=2)   # the target covers it
     assert mem.items == []
 
 

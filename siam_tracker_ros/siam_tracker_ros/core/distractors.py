@@ -1,14 +1,16 @@
 """
 Distractor memory: where strong look-alikes of the target were seen, in image pixels.
 
-After DaSiamRPN's distractor-aware idea, but positional: on confidently tracked frames the
-strong secondary peaks of the score map (local maxima away from the target) are remembered;
-a later candidate that sits on a remembered distractor loses part of its score and confidence.
+After DaSiamRPN's distractor-aware idea, but positional: on frames where the target is surely
+in its box the strong secondary peaks of the score map (local maxima away from the target) are
+remembered; a later candidate that sits on a remembered distractor loses part of its score and
+confidence.
 An exact copy of the target cannot be told apart by appearance, only by where it is, so the
 memory keeps positions. A distractor the target itself comes to cover is forgotten.
 """
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
@@ -64,25 +66,31 @@ class DistractorMemory:
 
     @staticmethod
     def away_from(points: Sequence[Tuple[float, float]], target: Tuple[float, float],
-                  target_size: float) -> List[Tuple[float, float]]:
+                  size: Tuple[float, float]) -> List[Tuple[float, float]]:
         """
-        Return the points farther than ``target_size`` from ``target``.
+        Return the points farther from ``target`` than one target size (width, height).
 
-        A peak nearer than that is the target's own response (its shoulder, or a masked-target
-        probe that found the target's edge), not a look-alike.
+        Farther along either axis than the larger of the box's side on that axis and its
+        geometric-mean side. A peak nearer than that is the target's own response: its
+        shoulder, a masked-target probe that found the target's edge, or the far end of a
+        long target (a diver, a walker) whose box covers only part of it.
         """
+        side = math.sqrt(max(size[0] * size[1], 0.0))
+        reach_x, reach_y = max(size[0], side), max(size[1], side)
         return [(x, y) for x, y in points
-                if (x - target[0]) ** 2 + (y - target[1]) ** 2 > target_size ** 2]
+                if abs(x - target[0]) > reach_x or abs(y - target[1]) > reach_y]
 
     def observe(self, points: Sequence[Tuple[float, float]],
-                target: Optional[Tuple[float, float]], target_size: float, frame: int) -> None:
+                target: Optional[Tuple[float, float]], size: Tuple[float, float],
+                frame: int) -> None:
         """
         Fold in the distractor positions seen on a frame.
 
-        ``target`` is where the target was confidently tracked on it (remembered distractors
-        it covers are forgotten), None when it was not seen (while searching).
+        ``target`` is where the target surely was on it (remembered distractors
+        it covers, ``away_from``, are forgotten), None when it was not seen (while
+        searching); ``size`` is the target's (width, height).
         """
-        merge = 0.75 * target_size
+        merge = 0.75 * math.sqrt(max(size[0] * size[1], 0.0))
         for x, y in points:
             for item in self.items:
                 if (item[0] - x) ** 2 + (item[1] - y) ** 2 < merge ** 2:
@@ -92,7 +100,7 @@ class DistractorMemory:
                 self.items.append([x, y, frame])
         self.items = [it for it in self.items
                       if frame - it[2] <= self.memory
-                      and (target is None or self.away_from([it[:2]], target, target_size))]
+                      and (target is None or self.away_from([it[:2]], target, size))]
 
     def factor(self, xs: np.ndarray, ys: np.ndarray, target_size: float, frame: int
                ) -> np.ndarray:

@@ -215,8 +215,9 @@ class SiameseTracker:
         """
         Candidates with their scores multiplied by the distractor factor (and the factor).
 
-        With ``expected`` (while tracking) candidates within one target size of where the
-        target is expected are left alone: the target may pass by a remembered distractor.
+        With ``expected`` (while tracking) candidates within the plausible jump (``_allowance``)
+        of where the target is expected are left alone: the target may pass by a remembered
+        distractor. A look-alike beside the target, farther than that, stays penalised.
         """
         if not (self._config.distractor.enabled and self.distractors.items):
             return search, np.ones_like(search.cands.scores)
@@ -224,7 +225,8 @@ class SiameseTracker:
         side = self._target_side()
         factor = self.distractors.factor(xs, ys, side, self.frame_index)
         if expected is not None:
-            near = (xs - expected[0]) ** 2 + (ys - expected[1]) ** 2 < side ** 2
+            reach = self._allowance()
+            near = (xs - expected[0]) ** 2 + (ys - expected[1]) ** 2 < reach ** 2
             factor = np.where(near, 1.0, factor)
         return search.with_scores(search.cands.scores * factor), factor
 
@@ -589,7 +591,8 @@ class SiameseTracker:
         if confidence >= cfg.update.min_confidence:
             self.estimator.observe(cues)
         in_template = False
-        if cfg.distractor.enabled and confidence >= cfg.update.min_confidence:
+        confident = confidence >= cfg.update.min_confidence
+        if cfg.distractor.enabled and (confident or self._placed(cues)):
             side = self.step.map_side(search)
             score_map = cell_scores(raw_scores, side)
             best = raw_scores.reshape(-1, side * side).argmax(axis=0)
@@ -602,18 +605,30 @@ class SiameseTracker:
             for r, c in peaks:
                 k = int(best[r * side + c]) * side * side + r * side + c
                 points.append((float(xs[k]), float(ys[k])))
-            if (cfg.distractor.probe_interval
+            # The probe masks the box: only a confident box covers all of the target, else
+            # the probe finds the target's uncovered part.
+            if (cfg.distractor.probe_interval and confident
                     and self.frame_index % cfg.distractor.probe_interval == 0):
                 found = self._probe_distractor(image, search)
                 if found is not None:
                     points.append(found)
-            target, target_side = (self.center[0], self.center[1]), self._target_side()
-            points = self.distractors.away_from(points, target, target_side)
+            target, size = (self.center[0], self.center[1]), tuple(self.size)
+            points = self.distractors.away_from(points, target, size)
             in_template = self._in_template(points)
-            self.distractors.observe(points, target, target_side, self.frame_index)
+            self.distractors.observe(points, target, size, self.frame_index)
         if self.updater.due(self.frame_index, confidence, not in_template):
             if self.updater.offer(self._update_sample(image)):
                 self.features = self.updater.current
+
+    def _placed(self, cues: Cues) -> bool:
+        """
+        Tell whether the target is where the box is, whatever the confidence says.
+
+        A strong peak (``_strong``) within the plausible jump. A look-alike beside the target
+        lowers the confidence itself (its side peak lowers the sharpness): gated on the
+        confidence alone, the distractor memory would never record it.
+        """
+        return cues.jump <= cues.allowance and self._strong(cues)
 
     def _in_template(self, points) -> bool:
         """
@@ -705,7 +720,8 @@ class SiameseTracker:
             if (far and cfg.longterm.reacquire_speed > 0 and self._sure(image, cand)
                     and (cand.cues.appearance or 0.0) < lt.appearance + _CLEARLY_BETTER):
                 if cfg.distractor.enabled:
-                    self.distractors.observe([cand.center], None, side, self.frame_index)
+                    self.distractors.observe([cand.center], None, tuple(self.size),
+                                             self.frame_index)
                 continue
             if best is None or cand.confidence > best.confidence:
                 best = cand
