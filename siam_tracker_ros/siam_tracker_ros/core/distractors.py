@@ -19,6 +19,11 @@ import numpy as np
 _NEIGHBOURS = np.ones((3, 3), np.uint8)
 
 
+def _side(size: Tuple[float, float]) -> float:
+    """Return the geometric-mean side of a (width, height)."""
+    return math.sqrt(max(size[0] * size[1], 0.0))
+
+
 class DistractorMemory:
     """Positions of remembered distractors with the frame they were last seen on."""
 
@@ -75,7 +80,7 @@ class DistractorMemory:
         shoulder, a masked-target probe that found the target's edge, or the far end of a
         long target (a diver, a walker) whose box covers only part of it.
         """
-        side = math.sqrt(max(size[0] * size[1], 0.0))
+        side = _side(size)
         reach_x, reach_y = max(size[0], side), max(size[1], side)
         return [(x, y) for x, y in points
                 if abs(x - target[0]) > reach_x or abs(y - target[1]) > reach_y]
@@ -90,7 +95,7 @@ class DistractorMemory:
         it covers, ``away_from``, are forgotten), None when it was not seen (while
         searching); ``size`` is the target's (width, height).
         """
-        merge = 0.75 * math.sqrt(max(size[0] * size[1], 0.0))
+        merge = 0.75 * _side(size)
         for x, y in points:
             for item in self.items:
                 if (item[0] - x) ** 2 + (item[1] - y) ** 2 < merge ** 2:
