@@ -231,10 +231,10 @@ def test_distractor_memory_finds_secondary_peaks_and_penalises_them():
     # A match seen while searching (no target on the frame) forgets nothing, even near where
     # the target was lost.
     mem.observe([(400.0, 100.0)], target=None, size=(20.0, 20.0), frame=3)
-    assert [(x, y) for x, y, _ in mem.items] == [(200.0, 100.0), (400.0, 100.0)]
+    assert [(x, y) for x, y, *_ in mem.items] == [(200.0, 100.0), (400.0, 100.0)]
     # The target passing over a remembered distractor forgets it.
     mem.observe([], target=(195.0, 100.0), size=(20.0, 20.0), frame=4)
-    assert [(x, y) for x, y, _ in mem.items] == [(400.0, 100.0)]
+    assert [(x, y) for x, y, *_ in mem.items] == [(400.0, 100.0)]
 
 
 def test_peaks_within_a_target_size_are_the_target_not_look_alikes():
@@ -248,8 +248,30 @@ def test_peaks_within_a_target_size_are_the_target_not_look_alikes():
         (145.0, 100.0), (100.0, 190.0)]
     mem = DistractorMemory(TrackerConfig().distractor)
     mem.observe([(125.0, 100.0)], target=(100.0, 100.0), size=(20.0, 20.0), frame=1)
-    assert [(x, y) for x, y, _ in mem.items] == [(125.0, 100.0)]
+    assert [(x, y) for x, y, *_ in mem.items] == [(125.0, 100.0)]
     mem.observe([], target=(110.0, 100.0), size=(20.0, 20.0), frame=2)   # the target covers it
+    assert mem.items == []
+
+
+def test_only_a_confident_box_forgets_a_look_alike_seen_on_several_frames():
+    mem = DistractorMemory(TrackerConfig().distractor)
+    size = (20.0, 20.0)
+    # Frame 1 is confident and sees a spot at (125, 100) once; frames 2 and 3 are not (a strong
+    # peak, the confidence lowered) and see a look-alike at (75, 100) on both (twice on frame 3,
+    # which counts once).
+    mem.observe([(125.0, 100.0)], target=(100.0, 100.0), size=size, frame=1)
+    mem.observe([(75.0, 100.0)], target=(100.0, 100.0), size=size, frame=2, confident=False)
+    mem.observe([(75.0, 100.0), (76.0, 100.0)], target=(100.0, 100.0), size=size, frame=3,
+                confident=False)
+    assert [it[3] for it in mem.items] == [1, 2]
+    # The target comes within one size of each, still without confidence: the spot seen once
+    # is forgotten, the look-alike seen on two frames is kept.
+    mem.observe([], target=(110.0, 100.0), size=size, frame=4, confident=False)
+    assert [(x, y) for x, y, *_ in mem.items] == [(76.0, 100.0)]
+    mem.observe([], target=(85.0, 100.0), size=size, frame=5, confident=False)
+    assert [(x, y) for x, y, *_ in mem.items] == [(76.0, 100.0)]
+    # A confident box near it forgets it.
+    mem.observe([], target=(85.0, 100.0), size=size, frame=6)
     assert mem.items == []
 
 

@@ -226,7 +226,7 @@ def test_target_is_reacquired_and_a_far_lookalike_is_not_taken(model_dir):
     assert {r.box for r in results[14:39]} == {results[13].box}
     # Seen while searching, beyond the re-acquisition reach: remembered as a look-alike.
     assert any(abs(x - (250 + 20)) < 5 and abs(y - (160 + 20)) < 5
-               for x, y, _ in tracker.distractors.items)
+               for x, y, *_ in tracker.distractors.items)
     # The target is back where it was lost: re-acquired at once and tracked.
     assert states[39:] == [T] * 15
     assert all(box_iou(r, script[t][0]) >= 0.85 for t, r in enumerate(results[39:], start=40))

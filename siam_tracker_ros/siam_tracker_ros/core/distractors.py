@@ -6,7 +6,8 @@ in its box the strong secondary peaks of the score map (local maxima away from t
 remembered; a later candidate that sits on a remembered distractor loses part of its score and
 confidence.
 An exact copy of the target cannot be told apart by appearance, only by where it is, so the
-memory keeps positions. A distractor the target itself comes to cover is forgotten.
+memory keeps positions. A distractor the target itself comes to cover is forgotten (one seen on
+several frames only when the target's box is confident).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class DistractorMemory:
 
     def __init__(self, config):
         """Read a DistractorConfig."""
-        self.items: List[List[float]] = []  # [x, y, last_seen_frame]
+        self.items: List[List[float]] = []  # [x, y, last_seen_frame, frames_seen]
         self.set_config(config)
 
     def set_config(self, config) -> None:
@@ -87,32 +88,38 @@ class DistractorMemory:
 
     def observe(self, points: Sequence[Tuple[float, float]],
                 target: Optional[Tuple[float, float]], size: Tuple[float, float],
-                frame: int) -> None:
+                frame: int, confident: bool = True) -> None:
         """
         Fold in the distractor positions seen on a frame.
 
-        ``target`` is where the target surely was on it (remembered distractors
-        it covers, ``away_from``, are forgotten), None when it was not seen (while
-        searching); ``size`` is the target's (width, height).
+        ``target`` is where the target surely was on it, None when it was not seen (while
+        searching); ``size`` is the target's (width, height). Remembered distractors within
+        one target size of it (``away_from``) are forgotten: all of them when the box is
+        ``confident``, else only those seen on one frame. A look-alike seen on several frames
+        stands there; beside the target it keeps the confidence down, and the target's strong
+        peak beside it does not show that it is gone.
         """
         merge = 0.75 * _side(size)
         for x, y in points:
             for item in self.items:
                 if (item[0] - x) ** 2 + (item[1] - y) ** 2 < merge ** 2:
+                    if item[2] != frame:
+                        item[3] += 1
                     item[0], item[1], item[2] = x, y, frame
                     break
             else:
-                self.items.append([x, y, frame])
+                self.items.append([x, y, frame, 1])
         self.items = [it for it in self.items
                       if frame - it[2] <= self.memory
-                      and (target is None or self.away_from([it[:2]], target, size))]
+                      and (target is None or (it[3] > 1 and not confident)
+                           or self.away_from([it[:2]], target, size))]
 
     def factor(self, xs: np.ndarray, ys: np.ndarray, target_size: float, frame: int
                ) -> np.ndarray:
         """Per-candidate multiplier in [1 - penalty, 1] for candidates at image (xs, ys)."""
         out = np.ones_like(np.asarray(xs, dtype=np.float64))
         sigma = 0.5 * target_size
-        for x, y, seen in self.items:
+        for x, y, seen, _ in self.items:
             if frame - seen > self.memory:
                 continue
             d2 = (xs - x) ** 2 + (ys - y) ** 2

@@ -615,7 +615,7 @@ class SiameseTracker:
             target, size = (self.center[0], self.center[1]), tuple(self.size)
             points = self.distractors.away_from(points, target, size)
             in_template = self._in_template(points)
-            self.distractors.observe(points, target, size, self.frame_index)
+            self.distractors.observe(points, target, size, self.frame_index, confident)
         if self.updater.due(self.frame_index, confidence, not in_template):
             if self.updater.offer(self._update_sample(image)):
                 self.features = self.updater.current
