@@ -253,7 +253,7 @@ def test_peaks_within_a_target_size_are_the_target_not_look_alikes():
     assert mem.items == []
 
 
-def test_only_a_confident_box_forgets_a_look_alike_seen_on_several_frames():
+def test_a_look_alike_seen_on_several_frames_is_forgotten_by_a_confident_box_or_inside_one():
     mem = DistractorMemory(TrackerConfig().distractor)
     size = (20.0, 20.0)
     # Frame 1 is confident and sees a spot at (125, 100) once; frames 2 and 3 are not (a strong
@@ -268,10 +268,19 @@ def test_only_a_confident_box_forgets_a_look_alike_seen_on_several_frames():
     # is forgotten, the look-alike seen on two frames is kept.
     mem.observe([], target=(110.0, 100.0), size=size, frame=4, confident=False)
     assert [(x, y) for x, y, *_ in mem.items] == [(76.0, 100.0)]
-    mem.observe([], target=(85.0, 100.0), size=size, frame=5, confident=False)
+    mem.observe([], target=(90.0, 100.0), size=size, frame=5, confident=False)
     assert [(x, y) for x, y, *_ in mem.items] == [(76.0, 100.0)]
     # A confident box near it forgets it.
-    mem.observe([], target=(85.0, 100.0), size=size, frame=6)
+    mem.observe([], target=(90.0, 100.0), size=size, frame=6)
+    assert mem.items == []
+    # Seen again on two frames, it is forgotten by a box that is not confident but has it
+    # inside: a look-alike cannot stand where the box on the target is.
+    for frame in (7, 8):
+        mem.observe([(76.0, 100.0)], target=(100.0, 100.0), size=size, frame=frame,
+                    confident=False)
+    mem.observe([], target=(90.0, 100.0), size=size, frame=9, confident=False)
+    assert len(mem.items) == 1
+    mem.observe([], target=(84.0, 100.0), size=size, frame=10, confident=False)
     assert mem.items == []
 
 

@@ -95,9 +95,10 @@ class DistractorMemory:
         ``target`` is where the target surely was on it, None when it was not seen (while
         searching); ``size`` is the target's (width, height). Remembered distractors within
         one target size of it (``away_from``) are forgotten: all of them when the box is
-        ``confident``, else only those seen on one frame. A look-alike seen on several frames
-        stands there; beside the target it keeps the confidence down, and the target's strong
-        peak beside it does not show that it is gone.
+        ``confident``, else those seen on one frame and those inside the target's box. A
+        look-alike seen on several frames stands there; beside the target it keeps the
+        confidence down, and the target's strong peak beside it does not show that it is gone.
+        It cannot stand inside the box while the box is on the target.
         """
         merge = 0.75 * _side(size)
         for x, y in points:
@@ -111,8 +112,15 @@ class DistractorMemory:
                 self.items.append([x, y, frame, 1])
         self.items = [it for it in self.items
                       if frame - it[2] <= self.memory
-                      and (target is None or (it[3] > 1 and not confident)
-                           or self.away_from([it[:2]], target, size))]
+                      and (target is None or self.away_from([it[:2]], target, size)
+                           or (it[3] > 1 and not confident
+                               and not self._inside(it, target, size)))]
+
+    @staticmethod
+    def _inside(point, center: Tuple[float, float], size: Tuple[float, float]) -> bool:
+        """Tell whether ``point`` lies inside the box at ``center`` with ``size`` (w, h)."""
+        return (abs(point[0] - center[0]) <= 0.5 * size[0]
+                and abs(point[1] - center[1]) <= 0.5 * size[1])
 
     def factor(self, xs: np.ndarray, ys: np.ndarray, target_size: float, frame: int
                ) -> np.ndarray:
