@@ -7,7 +7,7 @@ remembered; a later candidate that sits on a remembered distractor loses part of
 confidence.
 An exact copy of the target cannot be told apart by appearance, only by where it is, so the
 memory keeps positions. A distractor the target itself comes to cover is forgotten (one seen on
-several frames only when the target's box is confident).
+several frames only by a confident box, or by one it lies inside).
 """
 from __future__ import annotations
 
