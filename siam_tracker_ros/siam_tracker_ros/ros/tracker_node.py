@@ -639,11 +639,21 @@ class TrackerNode(Node):
                 conv.draw_debug(image, tracked, rate), tracked.header))
 
     def _seconds_without_image(self) -> Optional[float]:
-        """Seconds since the last image while a target is set, None otherwise."""
+        """
+        Seconds without a new image to track while a target is set, None otherwise.
+
+        Counted from the later of the last image received and the last frame tracked, and None
+        while buffered frames are still caught up: a target set on an older frame, or a slow
+        tracker, leaves the camera's frames waiting, which is no outage.
+        """
         with self._lock:
-            if not self._frames.tracking or not self._latest_received:
+            if (not self._frames.tracking or not self._latest_received
+                    or self._frames.catching_up):
                 return None
-            return time.monotonic() - self._latest_received
+            last = self._latest_received
+            if self._stats.processed_at:
+                last = max(last, self._stats.processed_at[-1])
+            return time.monotonic() - last
 
     def _check_image_outage(self) -> None:
         """While a target is set and images stop, say so on ~/tracked (LOST, held box)."""
