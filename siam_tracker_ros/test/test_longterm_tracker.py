@@ -236,6 +236,37 @@ def test_a_target_moving_on_under_an_occluder_is_searched_for_on_its_path(
     assert set(range(36, 46)) <= on_path, sorted(on_path)
 
 
+def _occ_run_with_memory(tracker, tmp_path, name: str):
+    """
+    Build ``<name>_occ`` of the generated set and run ``tracker`` on it.
+
+    Returns the sequence, its events, the run and the remembered look-alike positions after
+    every frame the memory observed ({frame: [(x, y), ...]}).
+    """
+    build_longterm_set(SEQUENCES, tmp_path, names=[name], kinds=('occ',))
+    seq = load_sequence(tmp_path / f'{name}_occ')
+    events = load_events(tmp_path / f'{name}_occ')
+    memory, observe = {}, tracker.distractors.observe
+
+    def recording(points, target, size, frame, confident=True):
+        observe(points, target, size, frame, confident)
+        memory[frame] = [tuple(item[:2]) for item in tracker.distractors.items]
+
+    tracker.distractors.observe = recording
+    try:
+        run = run_tracker(tracker, load_frames(seq), seq)
+    finally:
+        del tracker.distractors.observe
+    return seq, events, run, memory
+
+
+def _on_lookalike(points, box) -> bool:
+    """Tell whether one of ``points`` lies within half a size of the look-alike ``box``."""
+    x, y, w, h = box or (math.nan,) * 4
+    return any(math.hypot(px - (x + w / 2), py - (y + h / 2)) < 0.5 * math.sqrt(w * h)
+               for px, py in points)
+
+
 def test_a_lookalike_beside_the_target_is_remembered_though_it_lowers_the_confidence(
         v3_default, tmp_path):
     # Human3_occ of the generated set: an exact copy of the walker stands 1.1-1.4 sizes beside
@@ -244,33 +275,20 @@ def test_a_lookalike_beside_the_target_is_remembered_though_it_lowers_the_confid
     # update_min_confidence never saw it, and the step jumped to it when the walker vanished.
     # Frames with a strong peak within the plausible jump record it; candidates on it farther
     # than that jump from where the target is expected stay penalised.
-    build_longterm_set(SEQUENCES, tmp_path, names=['Human3'], kinds=('occ',))
-    seq = load_sequence(tmp_path / 'Human3_occ')
-    events = load_events(tmp_path / 'Human3_occ')
-    start = events['events'][0]['start']
-    memory, observe = {}, v3_default.distractors.observe
     probed, probe = [], v3_default._probe_distractor
-
-    def recording(points, target, size, frame, confident=True):
-        observe(points, target, size, frame, confident)
-        memory[frame] = [tuple(item[:2]) for item in v3_default.distractors.items]
 
     def probing(image, search):
         probed.append(v3_default.frame_index)
         return probe(image, search)
 
-    v3_default.distractors.observe = recording
     v3_default._probe_distractor = probing
     try:
-        run = run_tracker(v3_default, load_frames(seq), seq)
+        seq, events, run, memory = _occ_run_with_memory(v3_default, tmp_path, 'Human3')
     finally:
-        del v3_default.distractors.observe
         del v3_default._probe_distractor
-    x, y, w, h = events['lookalike'][start - 1]
-    side = math.sqrt(w * h)
+    start = events['events'][0]['start']
     remembered = [f for f in range(start - 10, start)
-                  if any(math.hypot(px - (x + w / 2), py - (y + h / 2)) < 0.5 * side
-                         for px, py in memory.get(f, []))]
+                  if _on_lookalike(memory.get(f, []), events['lookalike'][start - 1])]
     assert len(remembered) >= 5, memory
     # It was recorded on frames the confidence alone would not have let in.
     least = v3_default.config.update.min_confidence
@@ -291,24 +309,9 @@ def test_a_lookalike_the_target_passes_at_low_confidence_is_not_forgotten(v3_def
     # it, with the confidence lowered, does not show that it is gone; only a confident box
     # forgets it. When the memory forgot it there, the search took the copy for the face and
     # tracked it until it vanished.
-    build_longterm_set(SEQUENCES, tmp_path, names=['David'], kinds=('occ',))
-    seq = load_sequence(tmp_path / 'David_occ')
-    events = load_events(tmp_path / 'David_occ')
+    seq, events, run, memory = _occ_run_with_memory(v3_default, tmp_path, 'David')
     start = events['events'][0]['start']
-    kept = {}
-    observe = v3_default.distractors.observe
-
-    def recording(points, target, size, frame, confident=True):
-        observe(points, target, size, frame, confident)
-        x, y, w, h = events['lookalike'][frame] or (math.nan,) * 4
-        kept[frame] = any(math.hypot(px - (x + w / 2), py - (y + h / 2)) < 0.5 * math.sqrt(w * h)
-                          for px, py, *_ in v3_default.distractors.items)
-
-    v3_default.distractors.observe = recording
-    try:
-        run = run_tracker(v3_default, load_frames(seq), seq)
-    finally:
-        del v3_default.distractors.observe
+    kept = {f: _on_lookalike(points, events['lookalike'][f]) for f, points in memory.items()}
     before = [f for f in range(start - 15, start) if f in kept]
     assert before and all(kept[f] for f in before[-5:]), kept
     event = event_scores(run.boxes, run.found, seq.gt, events)[0]
