@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ros_helpers import PKG_SRC, require_interfaces
-from siam_tracker_ros.cli.tracker_yaml import render as render_tracker_yaml, yaml_value
+from siam_tracker_ros.cli.tracker_yaml import (main as tracker_yaml_main,
+                                               render as render_tracker_yaml, yaml_value)
 
 require_interfaces()
 
@@ -270,6 +271,24 @@ def test_tracker_yaml_documents_every_tracker_setting():
         assert f'{name}: {value}\n' in text, f'config/tracker.yaml: tracker.{name} != {value}'
     # The whole block is what the generator writes (python -m siam_tracker_ros.cli.tracker_yaml).
     assert render_tracker_yaml(text) == text
+
+
+def test_tracker_yaml_generator_rewrites_a_given_file_and_refuses_bad_ones(tmp_path, capsys):
+    shipped = (PKG_SRC / 'config' / 'tracker.yaml').read_text()
+    stale = tmp_path / 'tracker.yaml'
+    stale.write_text(shipped.replace('lt_lost_frames: 3', 'lt_lost_frames: 99'))
+    assert tracker_yaml_main([str(stale)]) == 0
+    assert stale.read_text() == shipped
+    with pytest.raises(SystemExit) as exc:
+        tracker_yaml_main(['--help'])
+    assert exc.value.code == 0 and 'usage:' in capsys.readouterr().out
+    (tmp_path / 'other.yaml').write_text('a: 1\n')
+    for path, reason in ((tmp_path / 'missing.yaml', 'cannot read'),
+                         (tmp_path / 'other.yaml', "no '# tracker:' line")):
+        with pytest.raises(SystemExit) as exc:
+            tracker_yaml_main([str(path)])
+        assert exc.value.code == 2 and reason in capsys.readouterr().err
+    assert (tmp_path / 'other.yaml').read_text() == 'a: 1\n'
 
 
 def test_demo_clip_ground_truth_is_exact(tmp_path):

@@ -7,6 +7,7 @@ A test checks that the shipped file is what this writes.
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 import sys
 import textwrap
@@ -44,10 +45,21 @@ def render(text: str) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Rewrite the file (default: the package's config/tracker.yaml)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    path = Path(args[0]) if args else DEFAULT_PATH
-    path.write_text(render(path.read_text()))
-    print(f'wrote {path}')
+    parser = argparse.ArgumentParser(
+        prog='python -m siam_tracker_ros.cli.tracker_yaml',
+        description="Rewrite a tracker.yaml's commented tracker block from TrackerConfig.")
+    parser.add_argument('path', nargs='?', type=Path, default=DEFAULT_PATH,
+                        help=f'the file to rewrite (default: {DEFAULT_PATH})')
+    args = parser.parse_args(argv)
+    try:
+        text = args.path.read_text()
+    except OSError as exc:
+        parser.error(f'cannot read {args.path}: {exc.strerror or exc}')
+    try:
+        args.path.write_text(render(text))
+    except ValueError as exc:
+        parser.error(f'{args.path}: {exc}')
+    print(f'wrote {args.path}')
     return 0
 
 
