@@ -67,6 +67,14 @@ class Graph:
         assert msg is not None, f'no such diagnostics from {NODE}; log: {self.log}'
         return diag_values(find_status(msg, NODE))
 
+    def publish_stamped(self, index: int, stamp_ns: int) -> Header:
+        """Publish FRAMES[index] at ``stamp_ns`` and wait until the node has received it."""
+        received = int(self.values()['frames_received']) + 1
+        header = Header(stamp=conv.ns_to_stamp(stamp_ns), frame_id='scripted_cam')
+        self.image_pub.publish(conv.bgr_to_image(FRAMES[index], header, 'bgr8'))
+        self.values(lambda v: int(v['frames_received']) >= received)
+        return header
+
     def set_target(self, index: int, stamp) -> SetTarget.Response:
         request = SetTarget.Request()
         request.box.x, request.box.y, request.box.width, request.box.height = SCENE[index].box
@@ -179,9 +187,7 @@ S = 1_000_000_000
 def _stamped_run(graph, stamps):
     """Target on frame 0 (stamped stamps[0]), then frames 1.. one at a time; the results."""
     graph.hold.unlink(missing_ok=True)
-    header = Header(stamp=conv.ns_to_stamp(stamps[0]), frame_id='scripted_cam')
-    graph.image_pub.publish(conv.bgr_to_image(FRAMES[0], header, 'bgr8'))
-    time.sleep(0.3)
+    graph.publish_stamped(0, stamps[0])
     response = graph.set_target(0, conv.ns_to_stamp(0))   # zero stamp: the newest frame
     assert response.success, response.message
     tid = response.target_id
@@ -230,9 +236,7 @@ def test_bad_stamps_are_tracked_in_arrival_order_and_reported(graph, case):
 def test_a_camera_outage_is_reported_as_lost_and_in_diagnostics(graph):
     """Images stop while a target is set: LOST at no_image_rate, frames_since_fix growing."""
     now = time.time_ns()
-    header = Header(stamp=conv.ns_to_stamp(now), frame_id='scripted_cam')
-    graph.image_pub.publish(conv.bgr_to_image(FRAMES[0], header, 'bgr8'))
-    time.sleep(0.3)
+    header = graph.publish_stamped(0, now)
     response = graph.set_target(0, header.stamp)
     assert response.success, response.message
     tid = response.target_id

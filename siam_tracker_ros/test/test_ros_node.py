@@ -106,6 +106,21 @@ class Graph:
             request.stamp = stamp
         return self.client.call(SetTarget, f'{node}/set_target', request)
 
+    def set_target_on_frame(self, box, stamp, node=NODE):
+        """
+        Set the target on a just-published frame once the node has it in its buffer.
+
+        The image topic and the service are separate DDS channels: the request may overtake
+        the frame, and the node then answers NO_IMAGE (first frame) or STAMP_NOT_FOUND.
+        """
+        not_arrived = (SetTarget.Response.NO_IMAGE, SetTarget.Response.STAMP_NOT_FOUND)
+        response = self.set_target(box, stamp, node)
+        deadline = time.monotonic() + 5.0
+        while response.code in not_arrived and time.monotonic() < deadline:
+            time.sleep(0.05)
+            response = self.set_target(box, stamp, node)
+        return response
+
     def stop(self, node=NODE):
         return self.client.call(Trigger, f'{node}/stop', Trigger.Request())
 
@@ -174,12 +189,7 @@ def test_tracks_a_generated_sequence_frame_by_frame(graph, sequence):
     frame0, box0 = sequence[0]
     header0 = graph.publish(frame0, 0)
     # The node is idle, so the frame only lands in its buffer: set the target on its stamp.
-    response = None
-    for _ in range(50):
-        response = graph.set_target(box0, header0.stamp)
-        if response.code != SetTarget.Response.STAMP_NOT_FOUND:
-            break
-        time.sleep(0.05)
+    response = graph.set_target_on_frame(box0, header0.stamp)
     assert response.success, response.message
     assert response.stamp == header0.stamp and response.target_id >= 1
     tid = response.target_id
@@ -238,8 +248,7 @@ def test_a_burst_is_tracked_in_order_up_to_its_newest_frame(graph, sequence):
     # all); which ones are skipped is tested deterministically in test_node_scripted.py.
     wait_ready(graph)
     header0 = graph.publish(sequence[0][0], 0)
-    time.sleep(0.2)
-    response = graph.set_target(sequence[0][1], header0.stamp)
+    response = graph.set_target_on_frame(sequence[0][1], header0.stamp)
     assert response.success, response.message
     tid = response.target_id
     before = diag_values(graph.status())
@@ -358,8 +367,7 @@ def test_runtime_parameters(graph, sequence):
                    pytest.approx(tuned.confidence.found_threshold), tuned.step.instance_size]
     frame0, box0 = sequence[0]
     header = graph.publish(frame0, 0)
-    time.sleep(0.2)
-    response = graph.set_target(box0, header.stamp)
+    response = graph.set_target_on_frame(box0, header.stamp)
     assert response.success, response.message
     for i in range(1, 4):
         _, m = graph.step(sequence[i][0], i)
@@ -404,8 +412,7 @@ def test_crop_sizes_the_model_cannot_run_are_refused_and_the_node_stays_up(graph
     assert graph.client.get_parameters(NODE, 'tracker.instance_size') == [255]
     frame0, box0 = sequence[0]
     header = graph.publish(frame0, 0)
-    time.sleep(0.2)
-    response = graph.set_target(box0, header.stamp)
+    response = graph.set_target_on_frame(box0, header.stamp)
     assert response.success, response.message
     _, m = graph.step(sequence[1][0], 1)
     assert m.state == TrackedObject.TRACKING and graph.proc.poll() is None
@@ -424,8 +431,7 @@ def test_unsupported_encoding_is_reported_and_the_node_keeps_running(graph, sequ
     assert graph.proc.poll() is None
     frame, box = sequence[0]
     header = graph.publish(frame, 0)
-    time.sleep(0.2)
-    assert graph.set_target(box, header.stamp).success
+    assert graph.set_target_on_frame(box, header.stamp).success
     _, m = graph.step(sequence[1][0], 1)
     assert m.state == TrackedObject.TRACKING
 
@@ -448,8 +454,7 @@ def test_stop_goes_idle(graph, sequence):
     assert status is not None
     # Frames after stop are not tracked: the next TrackedObject is the new target's init frame.
     after = graph.publish(sequence[2][0], 2)
-    time.sleep(0.2)
-    again = graph.set_target(sequence[2][1], after.stamp)
+    again = graph.set_target_on_frame(sequence[2][1], after.stamp)
     assert again.success and again.target_id == tid + 1
     first = graph.tracked.wait_for(lambda m: m.header.stamp == after.stamp, start=start)
     assert first.target_id == tid + 1
@@ -517,12 +522,8 @@ def test_compressed_transport_and_missing_model(graph, sequence, ros_domain, mod
         assert ready is not None
         tracked = graph.client.collect(TrackedObject, '/siam_tracker_c/tracked', 100)
         header = graph.publish(sequence[0][0], 0, compressed=True)
-        response = None
-        for _ in range(50):
-            response = graph.set_target(sequence[0][1], header.stamp, node='/siam_tracker_c')
-            if response.code != SetTarget.Response.STAMP_NOT_FOUND:
-                break
-            time.sleep(0.05)
+        response = graph.set_target_on_frame(sequence[0][1], header.stamp,
+                                             node='/siam_tracker_c')
         assert response.success, response.message
         boxes = []
         for i in range(1, 30):

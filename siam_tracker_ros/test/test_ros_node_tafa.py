@@ -6,7 +6,6 @@ then ``siam-model export --modules``); the node gets it as ``model_path`` and no
 changes. Frames of bag are published in lockstep (see test_ros_node). Needs the real weights
 and sequences in ../shared.
 """
-import time
 
 import cv2
 import needs_torch  # noqa: F401
@@ -19,7 +18,6 @@ from shared_data import MODELS, need, SEQUENCES
 require_interfaces()
 
 from siam_tracker_interfaces.msg import TrackedObject  # noqa: E402, I100
-from siam_tracker_interfaces.srv import SetTarget  # noqa: E402
 from siam_tracker_ros.cli import siam_model  # noqa: E402
 from siam_tracker_ros.eval.metrics import iou  # noqa: E402
 from siam_tracker_ros.tooling.isolation import stop_process  # noqa: E402
@@ -58,12 +56,7 @@ def test_node_tracks_with_a_tafa_model_folder(ros_domain, model_cache, tafa_mode
         values = diag_values(wait_ready(graph))
         assert values['model'] == 'nanotrack_v3-tafa' and values['backend'] == 'onnxruntime'
         header0 = graph.publish(frames[0], 0)
-        response = None
-        for _ in range(50):  # until the node has the frame in its buffer
-            response = graph.set_target(gt[0], header0.stamp)
-            if response.code != SetTarget.Response.STAMP_NOT_FOUND:
-                break
-            time.sleep(0.05)
+        response = graph.set_target_on_frame(gt[0], header0.stamp)
         assert response.success, response.message
         tid = response.target_id
         assert graph.tracked.wait_for(lambda m: m.target_id == tid, timeout=5.0) is not None
