@@ -283,9 +283,8 @@ def test_debug_image_shows_the_box_on_the_frame(graph, sequence):
     wait_ready(graph)
     debug = graph.client.collect(Image, f'{NODE}/debug_image', RELIABLE)
     frame, box = sequence[5]
-    graph.publish(frame, 5)
-    time.sleep(0.2)
-    assert graph.set_target(box).success
+    header = graph.publish(frame, 5)
+    assert graph.set_target_on_frame(box, header.stamp).success
     deadline = time.monotonic() + 10.0
     msg = None
     while msg is None and time.monotonic() < deadline:  # until the subscription is matched
@@ -439,9 +438,8 @@ def test_unsupported_encoding_is_reported_and_the_node_keeps_running(graph, sequ
 def test_stop_goes_idle(graph, sequence):
     wait_ready(graph)
     frame, box = sequence[0]
-    graph.publish(frame, 0)
-    time.sleep(0.2)
-    response = graph.set_target(box)
+    header = graph.publish(frame, 0)
+    response = graph.set_target_on_frame(box, header.stamp)
     assert response.success
     tid = response.target_id
     graph.step(sequence[1][0], 1)
