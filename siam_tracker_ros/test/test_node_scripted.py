@@ -49,8 +49,13 @@ class Graph:
         self._last_ns = 0
 
     def publish(self, index: int) -> Header:
+        """Publish FRAMES[index] stamped now (after every earlier stamp of this method)."""
         self._last_ns = max(time.time_ns(), self._last_ns + 1000)
-        header = Header(stamp=conv.ns_to_stamp(self._last_ns), frame_id='scripted_cam')
+        return self.publish_at(index, self._last_ns)
+
+    def publish_at(self, index: int, stamp_ns: int) -> Header:
+        """Publish FRAMES[index] stamped ``stamp_ns``."""
+        header = Header(stamp=conv.ns_to_stamp(stamp_ns), frame_id='scripted_cam')
         self.image_pub.publish(conv.bgr_to_image(FRAMES[index], header, 'bgr8'))
         return header
 
@@ -67,11 +72,10 @@ class Graph:
         assert msg is not None, f'no such diagnostics from {NODE}; log: {self.log}'
         return diag_values(find_status(msg, NODE))
 
-    def publish_stamped(self, index: int, stamp_ns: int) -> Header:
+    def publish_received(self, index: int, stamp_ns: int) -> Header:
         """Publish FRAMES[index] at ``stamp_ns`` and wait until the node has received it."""
         received = int(self.values()['frames_received']) + 1
-        header = Header(stamp=conv.ns_to_stamp(stamp_ns), frame_id='scripted_cam')
-        self.image_pub.publish(conv.bgr_to_image(FRAMES[index], header, 'bgr8'))
+        header = self.publish_at(index, stamp_ns)
         self.values(lambda v: int(v['frames_received']) >= received)
         return header
 
@@ -187,14 +191,13 @@ S = 1_000_000_000
 def _stamped_run(graph, stamps):
     """Target on frame 0 (stamped stamps[0]), then frames 1.. one at a time; the results."""
     graph.hold.unlink(missing_ok=True)
-    graph.publish_stamped(0, stamps[0])
+    graph.publish_received(0, stamps[0])
     response = graph.set_target(0, conv.ns_to_stamp(0))   # zero stamp: the newest frame
     assert response.success, response.message
     tid = response.target_id
     for index, stamp in enumerate(stamps[1:], 1):
         count = sum(1 for m in graph.tracked.messages if m.target_id == tid)
-        header = Header(stamp=conv.ns_to_stamp(stamp), frame_id='scripted_cam')
-        graph.image_pub.publish(conv.bgr_to_image(FRAMES[index], header, 'bgr8'))
+        graph.publish_at(index, stamp)
         got = graph.tracked.wait_for(
             lambda m: sum(1 for k in graph.tracked.messages if k.target_id == tid) > count,
             timeout=10.0)
@@ -236,13 +239,12 @@ def test_bad_stamps_are_tracked_in_arrival_order_and_reported(graph, case):
 def test_a_camera_outage_is_reported_as_lost_and_in_diagnostics(graph):
     """Images stop while a target is set: LOST at no_image_rate, frames_since_fix growing."""
     now = time.time_ns()
-    header = graph.publish_stamped(0, now)
+    header = graph.publish_received(0, now)
     response = graph.set_target(0, header.stamp)
     assert response.success, response.message
     tid = response.target_id
     for index in range(1, 4):
-        header = Header(stamp=conv.ns_to_stamp(now + index * S // 30), frame_id='scripted_cam')
-        graph.image_pub.publish(conv.bgr_to_image(FRAMES[index], header, 'bgr8'))
+        header = graph.publish_at(index, now + index * S // 30)
         graph.tracked_of(tid, header.stamp)
     last_image_ns = conv.stamp_to_ns(header.stamp)
     # image_timeout is 1 s and no_image_rate 2 Hz (defaults): two LOST messages within ~2 s.
@@ -283,8 +285,7 @@ def test_a_stamp_that_never_arrived_is_explained(graph):
     """STAMP_NOT_FOUND between two buffered frames: it never reached the node."""
     now = time.time_ns()
     for k in (0, 2):
-        header = Header(stamp=conv.ns_to_stamp(now + k * S), frame_id='scripted_cam')
-        graph.image_pub.publish(conv.bgr_to_image(FRAMES[k], header, 'bgr8'))
+        graph.publish_at(k, now + k * S)
     graph.values(lambda v: int(v['frames_buffered']) >= 2)
     time.sleep(0.3)
     response = graph.set_target(1, conv.ns_to_stamp(now + S))
