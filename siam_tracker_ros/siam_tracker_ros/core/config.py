@@ -78,7 +78,8 @@ class UpdateConfig:
 
 # Logistic coefficients of the confidence (core/confidence.py FEATURES order), fitted with
 # `siam-eval --fit-confidence` on the 13 dev sequences and the generated long-term set, two
-# starts each, NanoTrack v3 (see README "Measured results"). Without / with the appearance cues.
+# starts each, NanoTrack v3 (docs/longterm-experiments.md, "The score cue and the confidence
+# fit"). Without / with the appearance cues.
 CHEAP_COEFFICIENTS = (-2.4166, 0.6019, 1.3163, -0.0755)
 FULL_COEFFICIENTS = (-4.07, 0.5397, 1.1572, -0.1389, 3.0101, 0.3575)
 
