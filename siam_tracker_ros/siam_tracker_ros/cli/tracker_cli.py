@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
 import time
 from typing import List, Optional
@@ -253,6 +252,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from rclpy.executors import ExternalShutdownException
     from rclpy.utilities import remove_ros_args
 
+    from ..ros.compat import ignore_stop_signals
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(remove_ros_args(['siam-tracker-cli', *argv])[1:])
     rclpy.init(args=['siam-tracker-cli', *argv])
@@ -264,7 +265,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         return EXIT_OK
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break cleanup
+        ignore_stop_signals()  # a second Ctrl-C must not break the cleanup
         cli.executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()

@@ -61,3 +61,14 @@ def init_stopping_on_signals(args: Optional[List[str]] = None) -> threading.Even
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, request_stop)
     return stop
+
+
+def ignore_stop_signals() -> None:
+    """
+    Ignore SIGINT and SIGTERM from now on: call it first in a process's cleanup.
+
+    Ctrl-C in a terminal reaches a node twice under ros2 launch (from the terminal and
+    forwarded by launch): a second signal must not interrupt the cleanup.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import re
-import signal
 import sys
 import threading
 import time
@@ -781,10 +780,7 @@ def main(args: Optional[List[str]] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        # Ctrl-C in a terminal reaches the node twice under ros2 launch (from the terminal
-        # and forwarded by launch): a second signal must not interrupt the cleanup.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+        compat.ignore_stop_signals()
         if node is not None:
             node.shutdown()
             node.destroy_node()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import array
 import math
 import queue
-import signal
 import sys
 import threading
 import time
@@ -437,10 +436,7 @@ def main(args: Optional[List[str]] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        # Ctrl-C reaches the node twice under ros2 launch (from the terminal and forwarded by
-        # launch): a second signal must not interrupt the cleanup.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+        compat.ignore_stop_signals()
         if node is not None:
             node.stop()
         if worker is not None:
