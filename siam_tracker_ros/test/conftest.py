@@ -33,3 +33,15 @@ def ros_domain():
 def model_cache(tmp_path_factory):
     """Return a private SIAM_MODEL_CACHE (upstream model folders are imported into it)."""
     return tmp_path_factory.mktemp('model-cache')
+
+
+@pytest.fixture(scope='session')
+def v3_export(tmp_path_factory):
+    """Return a model folder exported from the published NanoTrack v3 weights (needs torch)."""
+    from shared_data import need, V3_WEIGHTS
+
+    from siam_tracker_ros.nets.export import export_nanotrack
+    need(V3_WEIGHTS)
+    out = tmp_path_factory.mktemp('v3-export') / 'model'
+    export_nanotrack(3, V3_WEIGHTS, out)
+    return out

@@ -7,6 +7,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get('SIAM_SHARED', REPO.parent / 'shared'))
 MODELS = SHARED / 'reference-models'
+V3_WEIGHTS = MODELS / 'nanotrack-v3' / 'nanotrackv3.pth'
 SEQUENCES = SHARED / 'sequences'
 VIDEOS = SHARED / 'videos'
 

@@ -12,7 +12,7 @@ from collections import Counter
 import needs_torch  # noqa: F401
 import numpy as np
 import pytest
-from shared_data import bag_crops, MODELS
+from shared_data import bag_crops, V3_WEIGHTS
 from siam_tracker_ros.nets.export import ExportError
 from siam_tracker_ros.nets.fusion_export import (check_fusion, export_fusion, FUSION_INPUTS,
                                                  FUSION_OUTPUT, FUSION_TOL)
@@ -24,8 +24,6 @@ import torch
 
 ort = pytest.importorskip('onnxruntime')
 onnx = pytest.importorskip('onnx')
-
-V3_WEIGHTS = MODELS / 'nanotrack-v3' / 'nanotrackv3.pth'
 
 
 def _trained_like(channels: int, seed: int = 0) -> STFusion:

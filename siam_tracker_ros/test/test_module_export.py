@@ -16,7 +16,7 @@ import needs_torch  # noqa: F401
 import numpy as np
 import onnx
 import pytest
-from shared_data import bag_crops, MODELS, need, SEQUENCES
+from shared_data import bag_crops, need, SEQUENCES, V3_WEIGHTS
 from siam_tracker_ros.backends.base import BackendError
 from siam_tracker_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from siam_tracker_ros.backends.torch_backend import TorchBackend
@@ -36,7 +36,6 @@ from siam_tracker_ros.train.config import to_mapping
 from siam_tracker_ros.train.trainer import learned_state
 import torch
 
-V3_WEIGHTS = MODELS / 'nanotrack-v3' / 'nanotrackv3.pth'
 FRAMES = 30
 MODULES = ('da_attention', 'feature_modulation', 'layer_aggregation')
 TAGS = {'da_attention': 'da', 'feature_modulation': 'fm', 'layer_aggregation': 'la'}
@@ -77,14 +76,6 @@ def _write_modules(path, **flags):
 def _export(modules_path, out):
     assert siam_model.main(['export', 'nanotrack-v3', '--checkpoint', str(V3_WEIGHTS),
                             '--modules', str(modules_path), '--out', str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope='module')
-def base_dir(tmp_path_factory):
-    need(V3_WEIGHTS)
-    out = tmp_path_factory.mktemp('base') / 'model'
-    export_nanotrack(3, V3_WEIGHTS, out)
     return out
 
 
@@ -134,24 +125,24 @@ def _track(spec, backend, frames, gt, config=None):
 # ------------------------------------------------------------------------------------------
 # export
 
-def test_export_keeps_the_interfaces_and_is_tensorrt_safe(exported, base_dir):
+def test_export_keeps_the_interfaces_and_is_tensorrt_safe(exported, v3_export):
     name, _, out = exported
     spec = load_manifest(out)
     assert spec.name == f'nanotrack_v3-{TAGS[name]}'
     assert sorted(spec.files) == ['checkpoint', 'modules', 'search', 'template']
     assert spec.temporal_frames == 0 and not spec.has_fusion
     for role in ('template', 'search'):
-        assert _interface(spec.path(role)) == _interface(base_dir / f'{role}.onnx')
+        assert _interface(spec.path(role)) == _interface(v3_export / f'{role}.onnx')
         assert runtime_weight_convs(spec.path(role)) == []
     search = onnx.load(str(spec.path('search')))
     # Static shapes: no shape computation is left at run time.
     assert 'Shape' not in {n.op_type for n in search.graph.node}
-    assert search.opset_import[0].version == onnx.load(str(base_dir / 'search.onnx')
+    assert search.opset_import[0].version == onnx.load(str(v3_export / 'search.onnx')
                                                        ).opset_import[0].version
-    assert (out / 'search.onnx').read_bytes() != (base_dir / 'search.onnx').read_bytes()
+    assert (out / 'search.onnx').read_bytes() != (v3_export / 'search.onnx').read_bytes()
     # Only layer aggregation changes the template graph.
     same_template = (out / 'template.onnx').read_bytes() == \
-        (base_dir / 'template.onnx').read_bytes()
+        (v3_export / 'template.onnx').read_bytes()
     assert same_template == (name != 'layer_aggregation')
 
 
@@ -194,11 +185,11 @@ def test_torch_backend_matches_onnxruntime(exported):
             assert np.abs(got - want).max() <= OUTPUT_TOL * np.abs(want).max()
 
 
-def test_tracker_runs_the_modules_and_differs_from_the_base(exported, base_dir, bag):
+def test_tracker_runs_the_modules_and_differs_from_the_base(exported, v3_export, bag):
     frames, gt = bag
     spec = load_manifest(exported[2])
     _, boxes = _track(spec, OnnxRuntimeBackend(spec, threads=1), frames, gt)
-    base_spec = load_manifest(base_dir)
+    base_spec = load_manifest(v3_export)
     _, base_boxes = _track(base_spec, OnnxRuntimeBackend(base_spec, threads=1), frames, gt)
     assert np.abs(boxes - base_boxes).max() > 1.0
     # Random (untrained) weights, yet the tracker still follows the bag (base: 0.73).

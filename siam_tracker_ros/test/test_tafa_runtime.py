@@ -16,7 +16,7 @@ import needs_torch  # noqa: F401
 import numpy as np
 import onnx
 import pytest
-from shared_data import bag_crops, MODELS, need, SEQUENCES
+from shared_data import bag_crops, need, SEQUENCES, V3_WEIGHTS
 from siam_tracker_ros.backends.base import BackendError, neighbour_features
 from siam_tracker_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from siam_tracker_ros.backends.torch_backend import TorchBackend
@@ -37,7 +37,6 @@ from siam_tracker_ros.train.config import to_mapping
 from siam_tracker_ros.train.trainer import learned_state
 import torch
 
-V3_WEIGHTS = MODELS / 'nanotrack-v3' / 'nanotrackv3.pth'
 FRAMES = 60
 
 
@@ -71,14 +70,6 @@ def tafa_dir(modules_pth, tmp_path_factory):
     out = tmp_path_factory.mktemp('tafa') / 'model'
     assert siam_model.main(['export', 'nanotrack-v3', '--checkpoint', str(V3_WEIGHTS),
                             '--modules', str(modules_pth), '--out', str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope='module')
-def base_dir(tmp_path_factory):
-    need(V3_WEIGHTS)
-    out = tmp_path_factory.mktemp('base') / 'model'
-    export_nanotrack(3, V3_WEIGHTS, out)
     return out
 
 
@@ -122,13 +113,13 @@ def _track(spec, backend, frames, gt, count=FRAMES):
 # ------------------------------------------------------------------------------------------
 # export
 
-def test_export_writes_a_temporal_tensorrt_safe_search_graph(tafa_dir, base_dir):
+def test_export_writes_a_temporal_tensorrt_safe_search_graph(tafa_dir, v3_export):
     spec = load_manifest(tafa_dir)
     assert spec.temporal_frames == 2 and spec.arch == 'nanotrack_v3'
     assert sorted(spec.files) == ['checkpoint', 'modules', 'search', 'template']
     assert json.loads((tafa_dir / 'manifest.json').read_text())['temporal_frames'] == 2
-    assert 'temporal_frames' not in json.loads((base_dir / 'manifest.json').read_text())
-    assert load_manifest(base_dir).temporal_frames == 0
+    assert 'temporal_frames' not in json.loads((v3_export / 'manifest.json').read_text())
+    assert load_manifest(v3_export).temporal_frames == 0
     graph = onnx.load(str(spec.path('search'))).graph
     dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
             for v in list(graph.input) + list(graph.output)}
@@ -139,7 +130,7 @@ def test_export_writes_a_temporal_tensorrt_safe_search_graph(tafa_dir, base_dir)
     for role in ('template', 'search'):
         assert runtime_weight_convs(spec.path(role)) == []
     # The template graph is the base one; the search graph is not.
-    assert (tafa_dir / 'template.onnx').read_bytes() == (base_dir / 'template.onnx').read_bytes()
+    assert (tafa_dir / 'template.onnx').read_bytes() == (v3_export / 'template.onnx').read_bytes()
 
 
 def test_onnxruntime_graph_matches_torch_trainnet(tafa_dir, modules_pth):
@@ -211,8 +202,8 @@ def test_backends_agree_and_fill_missing_neighbours_like_training(tafa_dir):
     np.testing.assert_array_equal(two[2], xf)      # xf: frame t's own, un-shifted
 
 
-def test_base_model_backends_are_not_temporal(base_dir):
-    backend = OnnxRuntimeBackend(load_manifest(base_dir), threads=1)
+def test_base_model_backends_are_not_temporal(v3_export):
+    backend = OnnxRuntimeBackend(load_manifest(v3_export), threads=1)
     assert backend.temporal == 0
     z, x = bag_crops()
     with pytest.raises(BackendError, match='no temporal search graph'):
@@ -222,7 +213,7 @@ def test_base_model_backends_are_not_temporal(base_dir):
 # ------------------------------------------------------------------------------------------
 # tracker
 
-def test_tracker_keeps_the_main_crops_features_and_differs_from_the_base(tafa_dir, base_dir,
+def test_tracker_keeps_the_main_crops_features_and_differs_from_the_base(tafa_dir, v3_export,
                                                                          bag):
     frames, gt = bag
     spec = load_manifest(tafa_dir)
@@ -235,7 +226,7 @@ def test_tracker_keeps_the_main_crops_features_and_differs_from_the_base(tafa_di
     assert len(tracker.history) == 2 and tracker.history[-1].shape == (1, 96, 16, 16)
     ious = iou(boxes, gt)
     assert (ious >= 0.5).mean() >= 0.9, ious.round(2)
-    base_spec = load_manifest(base_dir)
+    base_spec = load_manifest(v3_export)
     base_spy = Spy(OnnxRuntimeBackend(base_spec, threads=1))
     base_tracker, base_boxes = _track(base_spec, base_spy, frames, gt)
     assert np.abs(boxes - base_boxes).max() > 1.0
@@ -324,7 +315,7 @@ def test_bad_modules_files_are_refused_clearly(tmp_path, modules_pth):
                             '--modules', str(corrupt), '--out', str(out)]) == 1
 
 
-def test_broken_temporal_model_folders_are_refused_clearly(tafa_dir, base_dir, tmp_path):
+def test_broken_temporal_model_folders_are_refused_clearly(tafa_dir, v3_export, tmp_path):
     bad = tmp_path / 'bad'
     shutil.copytree(tafa_dir, bad)
     data = json.loads((bad / 'manifest.json').read_text())
@@ -339,7 +330,7 @@ def test_broken_temporal_model_folders_are_refused_clearly(tafa_dir, base_dir, t
         load_manifest(bad)
     # A manifest that says temporal over a base graph, and the other way round.
     mixed = tmp_path / 'mixed'
-    shutil.copytree(base_dir, mixed)
+    shutil.copytree(v3_export, mixed)
     spec = load_manifest(mixed)
     write_manifest(replace(spec, temporal_frames=2))
     with pytest.raises(BackendError, match='lacks the temporal inputs'):

@@ -14,7 +14,7 @@ import math
 
 import needs_torch  # noqa: F401
 import pytest
-from shared_data import MODELS
+from shared_data import V3_WEIGHTS
 from siam_tracker_ros.nets.modules.attention import from_tokens, to_tokens
 from siam_tracker_ros.nets.modules.da_attention import DAAttention
 from siam_tracker_ros.nets.modules.layer_aggregation import (backbone_levels, default_levels,
@@ -29,7 +29,6 @@ from siam_tracker_ros.nets.train_net import cls_output_layer, LearnedModules, Tr
 import torch
 from torch.nn.functional import cross_entropy
 
-V3_WEIGHTS = MODELS / 'nanotrack-v3' / 'nanotrackv3.pth'
 # Module switches of LearnedModules that add parameters -> the TrainNet attribute.
 PARAM_MODULES = ('st_fusion', 'da_attention', 'tafa', 'feature_modulation',
                  'layer_aggregation')
