@@ -144,6 +144,32 @@ def test_clear_errors(crops, tmp_path):
         backend.encode_template(crops[0][0])
 
 
+def test_fp32_on_cuda_turns_off_tf32_only_for_the_call(crops):
+    """The fp32 CUDA calls run with cuDNN's TF32 off (1e-3 error on Ampere+, Orin too)."""
+    backend = TorchBackend(_upstream_spec(2))
+    assert not backend._no_tf32  # the CPU has no TF32 to turn off
+    backend._no_tf32 = True  # what an fp32 backend on CUDA sets
+    before = torch.backends.cudnn.allow_tf32
+    with backend._inference():
+        assert torch.backends.cudnn.allow_tf32 is False
+        assert torch.is_inference_mode_enabled()
+    assert torch.backends.cudnn.allow_tf32 == before
+    # The flags wrap every call: CPU results are unchanged by them.
+    z, x = crops
+    np.testing.assert_array_equal(backend.encode_template(z)[0],
+                                  TorchBackend(_upstream_spec(2)).encode_template(z)[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_fp32_matches_cpu(crops):
+    spec = _upstream_spec(3)
+    z, x = crops
+    cpu, gpu = TorchBackend(spec), TorchBackend(spec, device='cuda')
+    f_cpu, f_gpu = cpu.encode_template(z), gpu.encode_template(z)
+    _close(f_gpu[0], f_cpu[0], 'fp32 zf', 1e-4)
+    _close(gpu.track(f_cpu, x)[0], cpu.track(f_cpu, x)[0], 'fp32 cls', 1e-4)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_cuda_fp16_close_to_cpu(crops):
     spec = _upstream_spec(3)

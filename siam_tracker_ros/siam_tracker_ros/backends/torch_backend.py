@@ -12,6 +12,7 @@ torch backend needs no ONNX graph, so a spec naming just ``checkpoint`` and ``mo
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence, Tuple
 
 import numpy as np
@@ -61,6 +62,10 @@ class TorchBackend:
                                'on the CPU')
         self.device = dev
         self.fp16 = bool(fp16)
+        # cuDNN runs float32 convolutions as TF32 on Ampere and later GPUs (Orin included)
+        # unless told not to: about 1e-3 relative error instead of 1e-6. fp32 means fp32 here;
+        # fp16 is the fast mode.
+        self._no_tf32 = dev.startswith('cuda') and not fp16
         self._dtype = torch.float16 if fp16 else torch.float32
 
         from ..nets.registry import NETS, build_net, load_weights
@@ -140,11 +145,22 @@ class TorchBackend:
             raise no_fusion_error(self.spec.name)
         zf, mem = fusion_feeds(initial, memory, self.spec.fusion_memory)
         try:
-            with self._torch.inference_mode():
+            with self._inference():
                 out = self._fusion(self._tensor(zf), self._tensor(mem))
         except ValueError as exc:
             raise BackendError(f'model {self.spec.name}: {exc}') from exc
         return (self._numpy(out),)
+
+    def _inference(self) -> contextlib.ExitStack:
+        """Inference mode, with cuDNN's TF32 off for the call when running fp32 on CUDA."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self._torch.inference_mode())
+        if self._no_tf32:
+            cudnn = self._torch.backends.cudnn
+            stack.enter_context(cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                                            deterministic=cudnn.deterministic,
+                                            allow_tf32=False))
+        return stack
 
     def warm_up(self) -> None:
         """Run one template + search pass on blank crops of the spec's exemplar/instance sizes."""
@@ -174,7 +190,7 @@ class TorchBackend:
     def encode_template(self, crop: np.ndarray) -> Features:
         """Template crop (1, 3, Z, Z) raw pixels -> template features (float32 copies)."""
         z = self._input(crop, 'template')
-        with self._torch.inference_mode():
+        with self._inference():
             out = self._template(z)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return tuple(self._numpy(t) for t in outs)
@@ -192,7 +208,7 @@ class TorchBackend:
             features = (features,)
         x = self._input(search_crop, 'search')
         zf = [self._tensor(f) for f in features]
-        with self._torch.inference_mode():
+        with self._inference():
             cls, reg = self._search(x, *zf)
         return self._numpy(cls), self._numpy(reg)
 
@@ -209,6 +225,6 @@ class TorchBackend:
         zf = [self._tensor(f) for f in features]
         neighbours = neighbour_features(previous, self.temporal)
         prev = [] if neighbours is None else [self._tensor(f) for f in neighbours]
-        with self._torch.inference_mode():
+        with self._inference():
             cls, reg, xf = self._temporal_search(x, *zf, *prev)
         return self._numpy(cls), self._numpy(reg), self._numpy(xf)
