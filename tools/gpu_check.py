@@ -5,8 +5,9 @@ The checks that need an NVIDIA GPU, in one run (CI has none; run this where one 
 1. The CUDA helper of the TensorRT backend (``backends/cuda.py``) on the real driver:
    device name, device and page-locked memory, a stream, copies both ways on random data
    with the host buffer poisoned first, and the error for a device that does not exist.
-2. The PyTorch backend on CUDA (fp32 and fp16) against ONNX Runtime on the CPU, on random
-   crops: relative error of the classification and regression maps.
+2. The PyTorch backend on CUDA (fp32 with and without CUDA graphs, fp16) against ONNX Runtime
+   on the CPU, on random crops: relative error of the features and the score and box maps,
+   and the median time of one search call (``track``) for each.
 3. The tracker on real sequences with ``siam-eval``: torch on CUDA against ONNX Runtime on
    the CPU, same preset, same starts; AUC per sequence side by side.
 4. ``siam-bench`` on one sequence: the same two, whole-step p50, ratio in the same run.
@@ -77,6 +78,8 @@ def check_backends(model: Path) -> dict:
     rng = np.random.default_rng()
     result = {}
     for label, backend in (('torch-cuda-fp32', TorchBackend(spec, 'cuda')),
+                           ('torch-cuda-fp32-eager', TorchBackend(spec, 'cuda',
+                                                                  cuda_graph=False)),
                            ('torch-cuda-fp16', TorchBackend(spec, 'cuda', fp16=True))):
         worst = {'template': 0.0, 'cls': 0.0, 'reg': 0.0}
         for _ in range(5):
@@ -91,6 +94,18 @@ def check_backends(model: Path) -> dict:
             worst['cls'] = max(worst['cls'], rel_err(cls_out, cls_ref))
             worst['reg'] = max(worst['reg'], rel_err(reg_out, reg_ref))
         result[label] = worst
+        times = []
+        for _ in range(300):
+            start = time.perf_counter()
+            backend.track(f_ref, xc)
+            times.append(time.perf_counter() - start)
+        result[label]['track_ms_p50'] = 1e3 * float(np.median(times[50:]))
+    times = []
+    for _ in range(300):
+        start = time.perf_counter()
+        ref.track(f_ref, xc)
+        times.append(time.perf_counter() - start)
+    result['onnxruntime-cpu'] = {'track_ms_p50': 1e3 * float(np.median(times[50:]))}
     return result
 
 
@@ -153,8 +168,12 @@ def main() -> int:
     print('tensorrt:', report['tensorrt'])
     print('cuda helper:', report['cuda_helper'])
     for label, err in report['backends'].items():
+        if label == 'onnxruntime-cpu':
+            print(f'onnxruntime-cpu track() p50 {err["track_ms_p50"]:.2f} ms')
+            continue
         print(f'{label} vs onnxruntime-cpu, worst rel. error of 5 random crops: '
-              + ', '.join(f'{k} {v:.2e}' for k, v in err.items()))
+              + ', '.join(f'{k} {v:.2e}' for k, v in err.items() if k != 'track_ms_p50')
+              + f'; track() p50 {err["track_ms_p50"]:.2f} ms')
     ort, gpu = report['eval']['onnxruntime-cpu'], report['eval']['torch-cuda']
     for name in ort['auc']:
         print(f'AUC {name:<20} onnxruntime-cpu {ort["auc"][name]:.4f}  '

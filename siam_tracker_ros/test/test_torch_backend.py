@@ -171,6 +171,24 @@ def test_cuda_fp32_matches_cpu(crops):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_graph_replay_matches_eager(crops):
+    """The replayed search graph takes each call's features and crop, not the captured ones."""
+    spec = _upstream_spec(3)
+    z, x = crops
+    graphed = TorchBackend(spec, device='cuda')
+    eager = TorchBackend(spec, device='cuda', cuda_graph=False)
+    assert graphed._use_graphs and not eager._use_graphs
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        zc = np.clip(z + rng.normal(0, 20, z.shape), 0, 255).astype(np.float32)
+        xc = np.clip(x + rng.normal(0, 20, x.shape), 0, 255).astype(np.float32)
+        f = eager.encode_template(zc)
+        for got, ref in zip(graphed.track(f, xc), eager.track(f, xc)):
+            _close(got, ref, 'graph replay', 1e-5)
+    assert graphed._use_graphs and len(graphed._graphs) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_cuda_fp16_close_to_cpu(crops):
     spec = _upstream_spec(3)
     z, x = crops
