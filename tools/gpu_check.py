@@ -6,8 +6,8 @@ The checks that need an NVIDIA GPU, in one run (CI has none; run this where one 
    device name, device and page-locked memory, a stream, copies both ways on random data
    with the host buffer poisoned first, and the error for a device that does not exist.
 2. The PyTorch backend on CUDA (fp32 with and without CUDA graphs, fp16) against ONNX Runtime
-   on the CPU, on random crops: relative error of the features and the score and box maps,
-   and the median time of one search call (``track``) for each.
+   on the CPU, with ``siam-model check-backend``'s comparison on real crop pairs of the first
+   sequence: error per output within the precision's tolerance, and search latency.
 3. The tracker on real sequences with ``siam-eval``: torch on CUDA against ONNX Runtime on
    the CPU, same preset, same starts; AUC per sequence side by side.
 4. ``siam-bench`` on one sequence: the same two, whole-step p50, ratio in the same run.
@@ -27,15 +27,6 @@ import sys
 import time
 
 import numpy as np
-
-
-def rel_err(out: np.ndarray, ref: np.ndarray) -> float:
-    """Return ||out - ref|| / ||ref|| in float64 (inf for NaN)."""
-    out = np.asarray(out, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    if not np.all(np.isfinite(out)):
-        return float('inf')
-    return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
 
 
 def check_cuda_helper() -> dict:
@@ -67,45 +58,24 @@ def check_cuda_helper() -> dict:
     return result
 
 
-def check_backends(model: Path) -> dict:
-    """Torch on CUDA (fp32, fp16) against ONNX Runtime on the CPU, on random crops."""
+def check_backends(model: Path, sequence: str) -> dict:
+    """``siam-model check-backend``'s comparison for torch on CUDA (graph, eager, fp16)."""
     from siam_tracker_ros.backends.registry import create_backend
     from siam_tracker_ros.backends.torch_backend import TorchBackend
+    from siam_tracker_ros.cli.model_tools import compare_backends, crop_pairs, TOLERANCES
     from siam_tracker_ros.factory import resolve_model
     spec = resolve_model(model)
-    z, x = spec.tracker.step.exemplar_size, spec.tracker.step.instance_size
-    ref = create_backend('onnxruntime', spec, device='cpu')
-    rng = np.random.default_rng()
+    reference = create_backend('onnxruntime', spec, device='cpu')
+    pairs, _ = crop_pairs(spec, sequence, 32)
     result = {}
-    for label, backend in (('torch-cuda-fp32', TorchBackend(spec, 'cuda')),
-                           ('torch-cuda-fp32-eager', TorchBackend(spec, 'cuda',
-                                                                  cuda_graph=False)),
-                           ('torch-cuda-fp16', TorchBackend(spec, 'cuda', fp16=True))):
-        worst = {'template': 0.0, 'cls': 0.0, 'reg': 0.0}
-        for _ in range(5):
-            zc = rng.uniform(0, 255, (1, 3, z, z)).astype(np.float32)
-            xc = rng.uniform(0, 255, (1, 3, x, x)).astype(np.float32)
-            f_ref = ref.encode_template(zc)
-            f_out = backend.encode_template(zc)
-            worst['template'] = max(worst['template'],
-                                    max(rel_err(a, b) for a, b in zip(f_out, f_ref)))
-            cls_ref, reg_ref = ref.track(f_ref, xc)
-            cls_out, reg_out = backend.track(f_ref, xc)
-            worst['cls'] = max(worst['cls'], rel_err(cls_out, cls_ref))
-            worst['reg'] = max(worst['reg'], rel_err(reg_out, reg_ref))
-        result[label] = worst
-        times = []
-        for _ in range(300):
-            start = time.perf_counter()
-            backend.track(f_ref, xc)
-            times.append(time.perf_counter() - start)
-        result[label]['track_ms_p50'] = 1e3 * float(np.median(times[50:]))
-    times = []
-    for _ in range(300):
-        start = time.perf_counter()
-        ref.track(f_ref, xc)
-        times.append(time.perf_counter() - start)
-    result['onnxruntime-cpu'] = {'track_ms_p50': 1e3 * float(np.median(times[50:]))}
+    for label, backend, precision in (
+            ('torch-cuda-fp32', TorchBackend(spec, 'cuda'), 'fp32'),
+            ('torch-cuda-fp32-eager', TorchBackend(spec, 'cuda', cuda_graph=False), 'fp32'),
+            ('torch-cuda-fp16', TorchBackend(spec, 'cuda', fp16=True), 'fp16')):
+        report = compare_backends(spec, backend, reference, pairs, TOLERANCES[precision])
+        if not report['passed']:
+            raise AssertionError(f'{label} disagrees with onnxruntime-cpu: {report["outputs"]}')
+        result[label] = report
     return result
 
 
@@ -159,7 +129,7 @@ def main() -> int:
     except ImportError as exc:
         report['tensorrt'] = f'not importable: {exc}'
     report['cuda_helper'] = check_cuda_helper()
-    report['backends'] = check_backends(args.model)
+    report['backends'] = check_backends(args.model, args.sequence[0])
     report['eval'] = {f'{b}-{d}': run_eval(args.model, args.sequence, args.out, b, d)
                       for b, d in (('onnxruntime', 'cpu'), ('torch', 'cuda'))}
     report['bench'] = run_bench(args.model, args.sequence[0], args.out)
@@ -167,13 +137,13 @@ def main() -> int:
     print('\n== gpu_check ==')
     print('tensorrt:', report['tensorrt'])
     print('cuda helper:', report['cuda_helper'])
-    for label, err in report['backends'].items():
-        if label == 'onnxruntime-cpu':
-            print(f'onnxruntime-cpu track() p50 {err["track_ms_p50"]:.2f} ms')
-            continue
-        print(f'{label} vs onnxruntime-cpu, worst rel. error of 5 random crops: '
-              + ', '.join(f'{k} {v:.2e}' for k, v in err.items() if k != 'track_ms_p50')
-              + f'; track() p50 {err["track_ms_p50"]:.2f} ms')
+    for label, r in report['backends'].items():
+        lat = r['latency_ms']
+        print(f'{label} vs onnxruntime-cpu on {r["pairs"]} real crop pairs, max abs error / '
+              'max |reference|: '
+              + ', '.join(f'{k} {o["rel_err"]:.1e}' for k, o in r['outputs'].items())
+              + f'; search p50 {lat["candidate"]["search"]["p50"]:.2f} ms (onnxruntime-cpu '
+              f'{lat["reference"]["search"]["p50"]:.2f} ms)')
     ort, gpu = report['eval']['onnxruntime-cpu'], report['eval']['torch-cuda']
     for name in ort['auc']:
         print(f'AUC {name:<20} onnxruntime-cpu {ort["auc"][name]:.4f}  '
