@@ -7,10 +7,11 @@ The checks that need an NVIDIA GPU, in one run (CI has none; run this where one 
    with the host buffer poisoned first, and the error for a device that does not exist.
 2. The PyTorch backend on CUDA (fp32 with and without CUDA graphs, fp16) against ONNX Runtime
    on the CPU, with ``siam-model check-backend``'s comparison on real crop pairs of the first
-   sequence: error per output within the precision's tolerance, and search latency.
+   sequence: error per output within the precision's tolerance, template and search latency.
 3. The tracker on real sequences with ``siam-eval``: torch on CUDA against ONNX Runtime on
    the CPU, same preset, same starts; AUC per sequence side by side.
-4. ``siam-bench`` on one sequence: the same two, whole-step p50, ratio in the same run.
+4. ``siam-bench`` on one sequence: the same two, plain and default, whole-step p50, ratios in
+   the same run.
 
 TensorRT itself is not checked here unless it is importable (``tensorrt``); the machines this
 project is lent carry no TensorRT and can fetch nothing.
@@ -142,8 +143,9 @@ def main() -> int:
         print(f'{label} vs onnxruntime-cpu on {r["pairs"]} real crop pairs, max abs error / '
               'max |reference|: '
               + ', '.join(f'{k} {o["rel_err"]:.1e}' for k, o in r['outputs'].items())
-              + f'; search p50 {lat["candidate"]["search"]["p50"]:.2f} ms (onnxruntime-cpu '
-              f'{lat["reference"]["search"]["p50"]:.2f} ms)')
+              + '; p50 ms ' + ', '.join(
+                  f'{part} {lat["candidate"][part]["p50"]:.2f} (onnxruntime-cpu '
+                  f'{lat["reference"][part]["p50"]:.2f})' for part in ('template', 'search')))
     ort, gpu = report['eval']['onnxruntime-cpu'], report['eval']['torch-cuda']
     for name in ort['auc']:
         print(f'AUC {name:<20} onnxruntime-cpu {ort["auc"][name]:.4f}  '
@@ -153,7 +155,9 @@ def main() -> int:
     b = report['bench']
     print('step p50 ms: ' + ', '.join(f'{k} {v:.2f}' for k, v in b.items()))
     print(f'torch-cuda / onnxruntime-cpu, default: '
-          f'{b["torch-cuda-default"] / b["onnxruntime-cpu-default"]:.2f}x')
+          f'{b["torch-cuda-default"] / b["onnxruntime-cpu-default"]:.2f}x; default / plain: '
+          + ', '.join(f'{k} {b[f"{k}-default"] / b[f"{k}-plain"]:.2f}x'
+                      for k in ('onnxruntime-cpu', 'torch-cuda')))
     return 0
 
 

@@ -202,6 +202,26 @@ def test_backends_agree_and_fill_missing_neighbours_like_training(tafa_dir):
     np.testing.assert_array_equal(two[2], xf)      # xf: frame t's own, un-shifted
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_temporal_search_graph_replay_on_cuda_matches_eager(tafa_dir):
+    """Each number of earlier frames is its own graph; every replay takes the call's inputs."""
+    spec = load_manifest(tafa_dir)
+    graphed = TorchBackend(spec, device='cuda')
+    eager = TorchBackend(spec, device='cuda', cuda_graph=False)
+    z, x = bag_crops()
+    zf = eager.encode_template(z)
+    shifted = [np.ascontiguousarray(np.roll(x, k, axis=3)) for k in (3, 7, 11)]
+    earlier = [eager.track_temporal(zf, s, ())[2] for s in shifted]
+    for crop in (x, shifted[0]):
+        for previous in ((), earlier[:1], earlier[1:]):
+            got = graphed.track_temporal(zf, crop, previous)
+            want = eager.track_temporal(zf, crop, previous)
+            for name, g, w in zip(('cls', 'reg', 'xf'), got, want):
+                assert np.abs(g - w).max() <= 1e-5 * np.abs(w).max(), (name, len(previous))
+    assert graphed._use_graphs
+    assert {key[0] for key in graphed._graphs} == {'template', 'temporal'}
+
+
 def test_base_model_backends_are_not_temporal(v3_export):
     backend = OnnxRuntimeBackend(load_manifest(v3_export), threads=1)
     assert backend.temporal == 0

@@ -172,7 +172,7 @@ def test_cuda_fp32_matches_cpu(crops):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_cuda_graph_replay_matches_eager(crops):
-    """The replayed search graph takes each call's features and crop, not the captured ones."""
+    """The replayed graphs take each call's crops and features, not the captured ones."""
     spec = _upstream_spec(3)
     z, x = crops
     graphed = TorchBackend(spec, device='cuda')
@@ -183,9 +183,11 @@ def test_cuda_graph_replay_matches_eager(crops):
         zc = np.clip(z + rng.normal(0, 20, z.shape), 0, 255).astype(np.float32)
         xc = np.clip(x + rng.normal(0, 20, x.shape), 0, 255).astype(np.float32)
         f = eager.encode_template(zc)
+        _close(graphed.encode_template(zc)[0], f[0], 'template graph replay', 1e-5)
         for got, ref in zip(graphed.track(f, xc), eager.track(f, xc)):
-            _close(got, ref, 'graph replay', 1e-5)
-    assert graphed._use_graphs and len(graphed._graphs) == 1
+            _close(got, ref, 'search graph replay', 1e-5)
+    assert graphed._use_graphs
+    assert sorted(key[0] for key in graphed._graphs) == ['search', 'template']
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')

@@ -47,10 +47,10 @@ class TorchBackend:
         sizes, so the first real SetTarget does not pay PyTorch's lazy initialisation
         (seconds on a CPU, kernel selection on CUDA).
 
-        ``cuda_graph`` (CUDA only): the search pass, run on every frame, is captured once per
-        input shape as a CUDA graph and replayed. Eager PyTorch launches one kernel per layer
-        from Python, which for a network this small costs more than the arithmetic. A capture
-        that fails leaves the backend on eager calls (logged once).
+        ``cuda_graph`` (CUDA only): each pass (template, search, temporal search) is captured
+        once per input shape as a CUDA graph and replayed. Eager PyTorch launches one kernel
+        per layer from Python, which for a network this small costs more than the arithmetic.
+        A capture that fails leaves the backend on eager calls (logged once).
         """
         torch = _import_torch()
         self._torch = torch
@@ -201,7 +201,7 @@ class TorchBackend:
         """Template crop (1, 3, Z, Z) raw pixels -> template features (float32 copies)."""
         z = self._input(crop, 'template')
         with self._inference():
-            out = self._template(z)
+            out = self._run('template', self._template, z)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return tuple(self._numpy(t) for t in outs)
 
@@ -219,14 +219,18 @@ class TorchBackend:
         x = self._input(search_crop, 'search')
         zf = [self._tensor(f) for f in features]
         with self._inference():
-            out = self._replay(x, *zf) if self._use_graphs else None
-            cls, reg = out if out is not None else self._search(x, *zf)
+            cls, reg = self._run('search', self._search, x, *zf)
         return self._numpy(cls), self._numpy(reg)
 
-    def _replay(self, *inputs) -> Optional[tuple]:
-        """Run the search pass as a CUDA graph (captured on first use per shape); None: eager."""
+    def _run(self, name: str, module, *inputs):
+        """Run one pass: replayed as a CUDA graph where graphs are on, else eager."""
+        out = self._replay(name, module, *inputs) if self._use_graphs else None
+        return out if out is not None else module(*inputs)
+
+    def _replay(self, name: str, module, *inputs) -> Optional[tuple]:
+        """Run a pass as a CUDA graph (captured on first use per shape); None: run it eager."""
         torch = self._torch
-        key = tuple(tuple(t.shape) for t in inputs)
+        key = (name,) + tuple(tuple(t.shape) for t in inputs)
         entry = self._graphs.get(key)
         if entry is None:
             try:
@@ -235,13 +239,14 @@ class TorchBackend:
                 side.wait_stream(torch.cuda.current_stream(self.device))
                 with torch.cuda.stream(side):  # warm-up runs off the capture, as documented
                     for _ in range(2):
-                        self._search(*static)
+                        module(*static)
                 torch.cuda.current_stream(self.device).wait_stream(side)
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
-                    outputs = self._search(*static)
+                    outputs = module(*static)
             except Exception as exc:  # noqa: BLE001 - capture errors come in several types
-                LOG.warning('torch backend: CUDA graph capture failed (%s); running eager', exc)
+                LOG.warning('torch backend: CUDA graph capture of the %s pass failed (%s); '
+                            'running eager', name, exc)
                 self._use_graphs = False
                 return None
             entry = self._graphs[key] = (graph, static, outputs)
@@ -265,5 +270,5 @@ class TorchBackend:
         neighbours = neighbour_features(previous, self.temporal)
         prev = [] if neighbours is None else [self._tensor(f) for f in neighbours]
         with self._inference():
-            cls, reg, xf = self._temporal_search(x, *zf, *prev)
+            cls, reg, xf = self._run('temporal', self._temporal_search, x, *zf, *prev)
         return self._numpy(cls), self._numpy(reg), self._numpy(xf)
