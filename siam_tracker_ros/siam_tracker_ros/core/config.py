@@ -165,6 +165,12 @@ class LongTermConfig:
     tiles_per_frame: int = param(
         4, 'search windows within the reach run per searching frame, besides the window at '
         'the predicted position', 1, 64, runtime=True)
+    trail: bool = param(
+        True, "while lost, the plain step keeps following the target from the step's match on "
+        'the frame it was lost, if that match was a strong peak within the plausible jump (one '
+        'more search window per lost frame, until its peak weakens); its match is re-acquired '
+        'when sure (lt_redetect_threshold or a strong peak, verified) wherever it has gone',
+        runtime=True)
     search_scale_step: float = param(
         1.3, 'each searching frame also runs the window at the predicted position for the '
         'target this factor larger and smaller, in turn (a target that comes back nearer or '

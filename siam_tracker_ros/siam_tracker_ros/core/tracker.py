@@ -38,7 +38,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 import math
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -131,6 +131,8 @@ class SiameseTracker:
         self._tracked: deque = deque(maxlen=_OWN_MOTION_PAIRS + 1)  # (frame, centre)
         self._own_motion: Optional[np.ndarray] = None
         self.velocity = np.zeros(2)   # pixels per frame
+        # While lost: where the plain step has followed the target since (None: no trail).
+        self.trail: Optional[np.ndarray] = None
         # A temporal model (TAFA): the last frames' features of the main search crop.
         self.temporal = self.step.temporal
         self.history: deque = deque(maxlen=max(self.temporal, 1))
@@ -169,6 +171,8 @@ class SiameseTracker:
         self.updater.set_config(config.update)
         self.estimator.set_config(config.confidence)
         self.distractors.set_config(config.distractor)
+        if not config.longterm.trail:
+            self.trail = None
         if self.state != TrackState.IDLE and not self.updater.enabled and self.updater.changed:
             self.updater.reset(self.updater.initial)
             self.features = self.updater.current
@@ -286,9 +290,14 @@ class SiameseTracker:
         if cues.appearance is None:
             return False
         features = self.estimator.features(cues)
-        return (cues.score * cues.distractor >= cfg.strong_score * self.estimator.reference.score
+        return (self._strong_peak(cues)
                 and cues.appearance >= cfg.strong_appearance
                 and features['appearance_change'] >= -cfg.strong_change)
+
+    def _strong_peak(self, cues: Cues) -> bool:
+        """Whether the peak (times its distractor factor) is strong against the first frame's."""
+        return (cues.score * cues.distractor
+                >= self._config.confidence.strong_score * self.estimator.reference.score)
 
     def _returns(self, cues: Cues, confidence: float) -> bool:
         """
@@ -329,6 +338,7 @@ class SiameseTracker:
         self.distractors.clear()
         self.kalman.reset(self.center, self.size)
         self.velocity = np.zeros(2)
+        self.trail = None
         self.longterm.start(box)
         self.frame_index = 0
         self._calibrate(image)
@@ -370,7 +380,9 @@ class SiameseTracker:
         if lost and self.longterm.state == TrackState.SEARCHING:
             result = self._search(image)
         else:
-            result = self._track(image, t0)
+            result = self._trail_reacquires(image) if lost else None
+            if result is None:
+                result = self._track(image, t0)
         self._previous = image
         self.state = result.state
         if result.state == TrackState.TRACKING and cfg.motion.camera:
@@ -519,6 +531,8 @@ class SiameseTracker:
                 # towards the step's match, as far as the confidence in that match.
                 path = np.array(expected, dtype=np.float64)
                 self.center = path + confidence * (np.asarray(box_center) - path)
+            if not returning:
+                self._start_trail(box_center, cues)
             box = lt.held_box
             if state == TrackState.SEARCHING:
                 height, width = image.shape[:2]
@@ -655,17 +669,18 @@ class SiameseTracker:
         return self.step.encode(image, self.center, self.size, pad)
 
     def _best_in(self, image: np.ndarray, center, features, verify: bool = True,
-                 scale: float = 1.0) -> Candidate:
+                 scale: float = 1.0, window: Optional[float] = 0.0) -> Candidate:
         """
-        Run one search window and judge its best candidate (no cosine window, no jump).
+        Run one search window and judge its best candidate (no jump).
 
-        ``scale`` sizes the window for the target at that multiple of its size.
+        ``scale`` sizes the window for the target at that multiple of its size; ``window`` is
+        the cosine window's influence (0: none, a re-detection window; None: the step's).
         """
         size = self.size * scale
         search = self.step.run(image, center, size, features)
         raw = search.cands.scores
         search, factor = self._penalised(search)
-        pick = self.step.choose(search, size, 0.0)
+        pick = self.step.choose(search, size, window)
         box_center, box_size = self.step.box_of(search, pick, size, image.shape)
         cues = replace(self._cues(search, raw, pick.index, box_center, factor[pick.index], size),
                        jump=0.0)
@@ -676,7 +691,7 @@ class SiameseTracker:
                          self.estimator(cues))
 
     def _search(self, image: np.ndarray) -> TrackResult:
-        """One SEARCHING frame: windows at the predicted position, on the path and in reach."""
+        """One SEARCHING frame: the windows (predicted position, path, reach) and the trail."""
         cfg = self._config
         lt = self.longterm
         self.history.clear()  # no main crop on this frame: the next one starts afresh
@@ -713,10 +728,9 @@ class SiameseTracker:
             # The window at the held box stays: the path of a target that stopped or turned
             # leads onto background.
             windows.insert(1, (path, 1.0))
-        for c, scale in windows:
-            cand = self._best_in(image, c, self.features, scale=scale)
-            far = math.hypot(cand.center[0] - expected[0],
-                             cand.center[1] - expected[1]) > reach * side
+        for cand, judge_reach in self._search_candidates(image, windows):
+            far = judge_reach and math.hypot(cand.center[0] - expected[0],
+                                             cand.center[1] - expected[1]) > reach * side
             if (far and cfg.longterm.reacquire_speed > 0 and self._sure(image, cand)
                     and (cand.cues.appearance or 0.0) < lt.appearance + _CLEARLY_BETTER):
                 if cfg.distractor.enabled:
@@ -728,20 +742,71 @@ class SiameseTracker:
         if best is not None:
             self._record(best.center, best.size, best.cues)
         if best is not None and self._sure(image, best):
-            self.center = np.array(best.center)
-            self.size = np.array(best.size)
-            self.kalman.reset(self.center, self.size)
-            self.velocity = np.zeros(2)
-            box = BBox.from_center(best.center[0], best.center[1], best.size[0], best.size[1])
-            lt.start(box, self.frame_index, best.cues.appearance or 1.0)
-            if best.cues.appearance is not None:
-                self.estimator.restart_appearance(best.cues.appearance)
-            return TrackResult(box, best.pick.score, TrackState.TRACKING, best.confidence)
+            return self._reacquire(best)
         lt.step(False, None, cfg.longterm.lost_frames)
         if best is None:
             return TrackResult(lt.held_box, 0.0, TrackState.SEARCHING, 0.0)
         return TrackResult(lt.held_box, best.pick.score, TrackState.SEARCHING,
                            self._below_found(best.confidence))
+
+    def _search_candidates(self, image: np.ndarray, windows) -> Iterator[Tuple[Candidate, bool]]:
+        """
+        Yield each searching window's best candidate, then the trail's, one at a time.
+
+        One at a time: a look-alike remembered from one window is penalised in the next. The
+        flag says whether the candidate's distance from where the target was lost counts: the
+        trail got where it is by the step's own moves, so being far is no sign of a look-alike.
+        """
+        for c, scale in windows:
+            yield self._best_in(image, c, self.features, scale=scale), True
+        if self.trail is not None:
+            yield self._trail_step(image), False
+
+    def _reacquire(self, best: Candidate) -> TrackResult:
+        """Take a sure match as the target again: tracking starts afresh from it."""
+        self.center = np.array(best.center)
+        self.size = np.array(best.size)
+        self.kalman.reset(self.center, self.size)
+        self.velocity = np.zeros(2)
+        box = BBox.from_center(best.center[0], best.center[1], best.size[0], best.size[1])
+        self.longterm.start(box, self.frame_index, best.cues.appearance or 1.0)
+        if best.cues.appearance is not None:
+            self.estimator.restart_appearance(best.cues.appearance)
+        return TrackResult(box, best.pick.score, TrackState.TRACKING, best.confidence)
+
+    # -- the trail: the plain step going on while the target is lost ------------------
+
+    def _start_trail(self, center, cues: Cues) -> None:
+        """
+        Start the trail at the step's match on the frame the target was lost, or none.
+
+        Only a strong peak within the plausible jump is the target moving on (a fast target
+        judged lost). A weak match, or a jump, is what took the target's place: following it
+        would lead onto a look-alike beside an occluded target.
+        """
+        start = (self._config.longterm.trail and cues.jump <= cues.allowance
+                 and self._strong_peak(cues))
+        self.trail = np.array(center, dtype=np.float64) if start else None
+
+    def _trail_step(self, image: np.ndarray) -> Candidate:
+        """
+        Run the plain step (with its cosine window) from the trail and move the trail on.
+
+        The trail ends where its peak is no longer strong.
+        """
+        cand = self._best_in(image, tuple(self.trail), self.features, window=None)
+        self.trail = np.array(cand.center) if self._strong_peak(cand.cues) else None
+        return cand
+
+    def _trail_reacquires(self, image: np.ndarray) -> Optional[TrackResult]:
+        """On a LOST frame: step the trail, and re-acquire its match if it is sure."""
+        if self.trail is None:
+            return None
+        cand = self._trail_step(image)
+        if not self._sure(image, cand):
+            return None
+        self._record(cand.center, cand.size, cand.cues)
+        return self._reacquire(cand)
 
     def _on_path(self) -> Tuple[float, float]:
         """Where the target is on its own path: the held box moved on at its last velocity."""
