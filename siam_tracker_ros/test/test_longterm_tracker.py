@@ -10,6 +10,7 @@ Long-term tracking with real NanoTrack weights on ONNX Runtime, real and generat
 import json
 import math
 import os
+import time
 
 import cv2
 import numpy as np
@@ -203,6 +204,38 @@ def test_a_target_that_jumps_while_lost_is_followed_not_left_behind(v3_default, 
     assert np.all(ious > 0.7), ious
 
 
+def _updates_with_checked_stages(tracker, frames):
+    """
+    Update ``tracker`` on ``frames``; check each frame's stage timings; return the results.
+
+    siam-bench and the node's diagnostics read ``last_stage_ms`` on every frame: its network
+    stage holds every search-branch run of that frame (the tracking crop, a masked probe,
+    every searching window, the trail), and the stages fit in the whole step.
+    """
+    run_crop, network_ms = tracker.step.run_crop, []
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return run_crop(*args, **kwargs)
+        finally:
+            network_ms[-1] += (time.perf_counter() - t) * 1e3
+
+    tracker.step.run_crop = timed
+    results = []
+    try:
+        for image in frames:
+            network_ms.append(0.0)
+            results.append(tracker.update(image))
+            stages = tracker.last_stage_ms
+            assert stages['network'] >= network_ms[-1] > 0, (stages, network_ms[-1])
+            assert (stages['crop'] + stages['network'] + stages['decode']
+                    <= stages['step']), stages
+    finally:
+        del tracker.step.run_crop
+    return results
+
+
 def test_a_fast_target_judged_lost_is_trailed_and_re_acquired(v3_default, tmp_path):
     # dtb_MountainBike6 at a fifth of its frame rate (the rider moves about a size per frame):
     # on frame 1 the step's match (IoU 0.57, a strong peak within the plausible jump) is judged
@@ -216,11 +249,7 @@ def test_a_fast_target_judged_lost_is_trailed_and_re_acquired(v3_default, tmp_pa
 
     def run(tracker):
         tracker.init(frames[0], seq.init_box)
-        results = []
-        for image in frames[1:]:
-            results.append(tracker.update(image))
-            # siam-bench and the node read these on every frame, re-acquisitions included.
-            assert {'crop', 'network', 'decode', 'step'} <= set(tracker.last_stage_ms)
+        results = _updates_with_checked_stages(tracker, frames[1:])
         return results, iou(np.array([r.box.as_tuple() for r in results]), seq.gt[1:])
 
     results, ious = run(v3_default)
@@ -469,7 +498,7 @@ def test_searching_also_tries_the_target_larger_and_smaller(step):
 
     tracker._best_in = recording
     blank = np.full_like(first, 128)      # the target is gone
-    states = [tracker.update(blank).state for _ in range(8)]
+    states = [r.state for r in _updates_with_checked_stages(tracker, [blank] * 8)]
     # The frame that turns LOST into SEARCHING ran the tracking step; the search starts next.
     searching = [i + 1 for i, s in enumerate(states) if s == TrackState.SEARCHING][1:]
     assert len(searching) >= 4, states
@@ -586,8 +615,18 @@ def test_policies_can_be_switched_at_run_time(v3_default):
     seq = load_sequence(need(SEQUENCES / 'bag'))
     frames = load_frames(seq)[:30]
     v3_default.init(frames[0], seq.init_box)
-    for f in frames[1:15]:
-        v3_default.update(f)
+    probed, probe = [], v3_default._probe_distractor
+
+    def probing(image, search):
+        probed.append(v3_default.frame_index)
+        return probe(image, search)
+
+    v3_default._probe_distractor = probing
+    try:   # a masked probe's network run counts in its frame's network stage too
+        _updates_with_checked_stages(v3_default, frames[1:15])
+    finally:
+        del v3_default._probe_distractor
+    assert probed == [10], probed
     v3_default.set_config(v3_default.config.replace(**preset('plain')))
     assert v3_default.features == v3_default.updater.initial
     plain = load_tracker(need(MODELS / 'nanotrack-v3'), backend='onnxruntime', **preset('plain'))

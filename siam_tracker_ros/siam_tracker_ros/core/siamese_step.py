@@ -98,11 +98,6 @@ class SiameseStep:
                            self.pad_color)
         return crop, scale_z
 
-    def run(self, image: np.ndarray, center, size, features: Features) -> Search:
-        """Run the search branch on the window around ``center`` for a target of ``size``."""
-        crop, scale_z = self.search_crop(image, center, size)
-        return self.run_crop(crop, center, scale_z, features)
-
     def run_crop(self, crop: np.ndarray, center, scale_z: float, features: Features,
                  previous: Optional[Sequence[np.ndarray]] = None) -> Search:
         """

@@ -374,6 +374,8 @@ class SiameseTracker:
         self.frame_index += 1
         self._box_sample = None
         t0 = time.perf_counter()
+        # This frame's stages, summed over every window it runs (crop, network, decode).
+        self.last_stage_ms = {'crop': 0.0, 'network': 0.0, 'decode': 0.0}
         lost = cfg.longterm.enabled and self.longterm.lost
         if cfg.motion.camera and lost and self._previous is not None:
             self._follow_camera(self._previous, image)
@@ -382,7 +384,7 @@ class SiameseTracker:
         else:
             result = self._trail_reacquires(image) if lost else None
             if result is None:
-                result = self._track(image, t0)
+                result = self._track(image)
         self._previous = image
         self.state = result.state
         if result.state == TrackState.TRACKING and cfg.motion.camera:
@@ -465,7 +467,7 @@ class SiameseTracker:
         if due or self.record_cues:
             t_a = time.perf_counter()
             measured = replace(cues, appearance=self._appearance(image, center, size, keep=True))
-            self.last_stage_ms['verify'] = (time.perf_counter() - t_a) * 1e3
+            self._clock('verify', t_a)
             self._record(center, size, measured)
             if due:
                 cues = measured
@@ -474,19 +476,37 @@ class SiameseTracker:
             confidence = cfg.confidence.found_threshold
         return cues, confidence
 
-    def _track(self, image: np.ndarray, t0: float) -> TrackResult:
+    def _clock(self, stage: str, since: float, nested_from: Optional[float] = None) -> float:
+        """
+        Add the time since ``since`` to this frame's ``stage`` (ms); return the time now.
+
+        ``nested_from`` (``_windows_ms()`` at ``since``): leave out the crop and network time
+        counted in between (a probe's network run inside the decode stage).
+        """
+        now = time.perf_counter()
+        nested = 0.0 if nested_from is None else self._windows_ms() - nested_from
+        self.last_stage_ms[stage] = (self.last_stage_ms.get(stage, 0.0)
+                                     + (now - since) * 1e3 - nested)
+        return now
+
+    def _windows_ms(self) -> float:
+        """Crop and network time of this frame so far (ms)."""
+        return self.last_stage_ms['crop'] + self.last_stage_ms['network']
+
+    def _track(self, image: np.ndarray) -> TrackResult:
         """Run the plain step, judge its box, and follow it or hold the published box."""
         cfg = self._config
+        t = time.perf_counter()
         if cfg.motion.kalman:
             self.kalman.predict()
         center = self.center
         if cfg.motion.kalman and self.longterm.low_frames:
             center = np.array(self.kalman.center)
         crop, scale_z = self.step.search_crop(image, center, self.size)
-        t1 = time.perf_counter()
+        t = self._clock('crop', t)
         search = self._main_search(crop, center, scale_z)
-        t2 = time.perf_counter()
-        self.last_stage_ms = {'crop': (t1 - t0) * 1e3, 'network': (t2 - t1) * 1e3}
+        t = self._clock('network', t)
+        windows_ms = self._windows_ms()
         raw_scores = search.cands.scores
         if cfg.motion.kalman:
             expected = self.kalman.center
@@ -515,7 +535,7 @@ class SiameseTracker:
             self.longterm.step(True, box, cfg.longterm.lost_frames)
             if found:
                 self._after_confident(image, search, raw_scores, pick, confidence, cues)
-            self.last_stage_ms['decode'] = (time.perf_counter() - t2) * 1e3
+            self._clock('decode', t, windows_ms)
             return TrackResult(box, pick.score, TrackState.TRACKING if found else TrackState.LOST,
                                confidence)
         lt = self.longterm
@@ -538,7 +558,7 @@ class SiameseTracker:
                 height, width = image.shape[:2]
                 origin = self.kalman.center if cfg.motion.kalman else (box.cx, box.cy)
                 lt.plan_search(width, height, self.step.search_window(self.size)[1], origin)
-        self.last_stage_ms['decode'] = (time.perf_counter() - t2) * 1e3
+        self._clock('decode', t, windows_ms)
         return TrackResult(box, pick.score, state, confidence)
 
     def _main_search(self, crop: np.ndarray, center, scale_z: float) -> Search:
@@ -573,6 +593,7 @@ class SiameseTracker:
         distractor (image x, y).
         """
         cfg = self._config
+        t = time.perf_counter()
         masked = search.crop.copy()
         z = search.scale_z
         half = 0.6 * self.size * z
@@ -580,7 +601,9 @@ class SiameseTracker:
         x1, y1 = (int(v) for v in np.floor(mid - half))
         x2, y2 = (int(v) for v in np.ceil(mid + half))
         masked[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = np.array(self.step.pad_color)
+        t = self._clock('crop', t)
         probe = self.step.run_crop(masked, search.center, z, self.features)
+        self._clock('network', t)
         pick = self.step.choose(probe, self.size, 0.0)
         xs, ys = probe.positions()
         found = float(xs[pick.index]), float(ys[pick.index])
@@ -677,7 +700,11 @@ class SiameseTracker:
         the cosine window's influence (0: none, a re-detection window; None: the step's).
         """
         size = self.size * scale
-        search = self.step.run(image, center, size, features)
+        t = time.perf_counter()
+        crop, scale_z = self.step.search_crop(image, center, size)
+        t = self._clock('crop', t)
+        search = self.step.run_crop(crop, center, scale_z, features)
+        t = self._clock('network', t)
         raw = search.cands.scores
         search, factor = self._penalised(search)
         pick = self.step.choose(search, size, window)
@@ -685,7 +712,10 @@ class SiameseTracker:
         cues = replace(self._cues(search, raw, pick.index, box_center, factor[pick.index], size),
                        jump=0.0)
         if verify and self._config.confidence.appearance != 'off':
+            t_a = time.perf_counter()
             cues = replace(cues, appearance=self._appearance(image, box_center, box_size))
+            self._clock('verify', t_a)
+        self._clock('decode', t)
         return Candidate((float(box_center[0]), float(box_center[1])),
                          (float(box_size[0]), float(box_size[1])), pick, cues,
                          self.estimator(cues))
