@@ -21,6 +21,7 @@ def test_presets_are_valid_configs_and_plain_switches_everything_off():
     plain = TrackerConfig().replace(**preset('plain'))
     assert plain.update.interval == 0 and not plain.longterm.enabled
     assert not plain.distractor.enabled and not plain.motion.kalman and not plain.motion.camera
+    assert plain.motion.recenter == 0.0
     assert plain.confidence.appearance == 'off'
     defaults = TrackerConfig().flat()
     assert all(defaults[k] == v for k, v in preset('default').items())

@@ -261,6 +261,42 @@ def test_tracker_keeps_the_main_crops_features_and_differs_from_the_base(tafa_di
     assert len(tracker.history) == 0
 
 
+def test_a_re_centred_crop_gets_the_same_earlier_frames_and_its_features_are_kept(tafa_dir,
+                                                                                  bag):
+    # motion_recenter at a fiftieth of the target's size re-centres most frames of bag: the
+    # second crop runs with the same earlier frames as the first, the history does not grow,
+    # and the next frame gets the features of the crop the box came from.
+    frames, gt = bag
+    spec = load_manifest(tafa_dir)
+    tracker = SiameseTracker(spec, OnnxRuntimeBackend(spec, threads=1),
+                             spec.tracker.replace(motion_recenter=0.02))
+    run_crop, runs = tracker.step.run_crop, {}
+
+    def recording(crop, center, scale_z, features, previous=None):
+        search = run_crop(crop, center, scale_z, features, previous)
+        if previous is not None:    # a tracking crop (windows and probes have no history)
+            runs.setdefault(tracker.frame_index, []).append((previous, search.xf))
+        return search
+
+    tracker.step.run_crop = recording
+    boxes = [tracker.init(frames[0], BBox(*gt[0])).box]
+    boxes += [tracker.update(frame).box for frame in frames[1:]]
+    twice = [f for f in range(1, len(frames) - 1) if len(runs[f]) == 2]
+    assert len(twice) > 10, twice
+    kept = []
+    for f in twice:
+        (first_previous, first_xf), (second_previous, second_xf) = runs[f]
+        assert len(second_previous) == len(first_previous)
+        assert all(a is b for a, b in zip(first_previous, second_previous))
+        following = runs[f + 1][0][0]
+        assert len(following) == min(f + 1, 2)
+        assert following[-1] is first_xf or following[-1] is second_xf
+        kept.append(following[-1] is second_xf)
+    assert any(kept), kept
+    ious = iou(np.array([[b.x, b.y, b.w, b.h] for b in boxes]), gt)
+    assert (ious >= 0.5).mean() >= 0.9, ious.round(2)
+
+
 def test_torch_backend_tracks_like_onnxruntime(tafa_dir, bag):
     frames, gt = bag
     spec = load_manifest(tafa_dir)

@@ -212,6 +212,12 @@ class MotionConfig:
         False, 'while the target is not tracked (LOST / SEARCHING), carry the place it was '
         'last seen along with the camera motion measured by sparse optical flow (pans, '
         'zooms, a drone turning)', runtime=True)
+    recenter: float = param(
+        0.0, "when the step's box moved more than this many target sizes from the crop centre "
+        '(within the plausible jump), run the search once more centred on it and take its box '
+        "where it stays within half the first one's size: the cosine window and the head no "
+        'longer see a fast target off-centre (one more search-branch run on those frames); '
+        "0 = off (the authors' single pass)", 0.0, 10.0, runtime=True)
 
 
 @dataclass(frozen=True)
@@ -258,7 +264,8 @@ MODEL_FIELDS = ('exemplar_size', 'instance_size', 'context_amount', 'penalty_k',
 # steps.
 PRESETS: Dict[str, Dict[str, Any]] = {
     'plain': {'update_interval': 0, 'lt_enabled': False, 'distractor_enabled': False,
-              'motion_kalman': False, 'motion_camera': False, 'conf_appearance': 'off'},
+              'motion_kalman': False, 'motion_camera': False, 'motion_recenter': 0.0,
+              'conf_appearance': 'off'},
     'update': {'update_interval': 10, 'lt_enabled': False, 'distractor_enabled': False,
                'motion_kalman': False, 'motion_camera': False, 'conf_appearance': 'off'},
     'redetect': {'update_interval': 10, 'lt_enabled': True, 'distractor_enabled': False,

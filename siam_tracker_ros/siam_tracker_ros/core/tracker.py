@@ -26,7 +26,9 @@ objects around the step, each configured by one group of TrackerConfig and each 
 * ``DistractorMemory`` (distractor_*): penalise candidates on remembered look-alikes;
 * ``ConstantVelocityKalman`` (motion_kalman): where to look through occlusions;
 * camera motion (motion_camera): while the target is not tracked, the place it was last seen
-  moves with the camera (sparse optical flow between consecutive frames).
+  moves with the camera (sparse optical flow between consecutive frames);
+* re-centring (motion_recenter): a box that moved far from the crop centre, within the
+  plausible jump, is searched for once more from a crop centred on it (``_recentred``).
 
 A temporal model (TAFA, ``backend.temporal`` > 0) also gets the features of the last frames'
 main search crops, which the tracker keeps in ``history`` (cleared on a new target and on
@@ -91,6 +93,18 @@ class Candidate:
     pick: Selection
     cues: Cues
     confidence: float
+
+
+@dataclass(frozen=True)
+class StepPass:
+    """One run of the plain step on a tracking crop: its candidates, choice and box."""
+
+    search: Search           # candidates with their scores penalised (distractor memory)
+    raw_scores: np.ndarray   # the scores before the penalty
+    factor: np.ndarray       # the penalty factor of every candidate
+    pick: Selection
+    center: np.ndarray
+    size: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -354,7 +368,7 @@ class SiameseTracker:
     def _calibrate(self, image: np.ndarray) -> None:
         """Score the first frame itself: the reference of sharpness, strong peaks, appearance."""
         crop, scale_z = self.step.search_crop(image, self.center, self.size)
-        search = self._main_search(crop, self.center, scale_z)
+        search = self._main_search(crop, self.center, scale_z, tuple(self.history))
         pick = self.step.choose(search, self.size)
         self.estimator.calibrate(self._cues(search, search.cands.scores, pick.index,
                                             search.center))
@@ -502,12 +516,12 @@ class SiameseTracker:
         center = self.center
         if cfg.motion.kalman and self.longterm.low_frames:
             center = np.array(self.kalman.center)
+        previous = tuple(self.history)
         crop, scale_z = self.step.search_crop(image, center, self.size)
         t = self._clock('crop', t)
-        search = self._main_search(crop, center, scale_z)
+        search = self._main_search(crop, center, scale_z, previous)
         t = self._clock('network', t)
         windows_ms = self._windows_ms()
-        raw_scores = search.cands.scores
         if cfg.motion.kalman:
             expected = self.kalman.center
         elif cfg.longterm.enabled and self.longterm.lost:
@@ -517,10 +531,11 @@ class SiameseTracker:
             expected = self._on_path()
         else:
             expected = (center[0] + self.velocity[0], center[1] + self.velocity[1])
-        search, factor = self._penalised(search, expected)
-        pick = self.step.choose(search, self.size)
-        box_center, box_size = self.step.box_of(search, pick, self.size, image.shape)
-        cues = self._cues(search, raw_scores, pick.index, expected, factor[pick.index])
+        step = self._choose(search, expected, image.shape)
+        step = self._recentred(image, center, step, expected, previous) or step
+        search, pick, box_center, box_size = step.search, step.pick, step.center, step.size
+        cues = self._cues(search, step.raw_scores, pick.index, expected,
+                          step.factor[pick.index])
         cues, confidence = self._judge(image, search, pick, cues, box_center, box_size)
         found = confidence >= cfg.confidence.found_threshold
         returning = cfg.longterm.enabled and self.longterm.lost
@@ -534,7 +549,7 @@ class SiameseTracker:
             self._follow(box_center, box_size, confidence)
             self.longterm.step(True, box, cfg.longterm.lost_frames)
             if found:
-                self._after_confident(image, search, raw_scores, pick, confidence, cues)
+                self._after_confident(image, search, step.raw_scores, pick, confidence, cues)
             self._clock('decode', t, windows_ms)
             return TrackResult(box, pick.score, TrackState.TRACKING if found else TrackState.LOST,
                                confidence)
@@ -542,7 +557,7 @@ class SiameseTracker:
         state = lt.step(found, box, cfg.longterm.lost_frames)
         if found:
             self._follow(box_center, box_size, confidence)
-            self._after_confident(image, search, raw_scores, pick, confidence, cues)
+            self._after_confident(image, search, step.raw_scores, pick, confidence, cues)
         else:
             if cfg.motion.kalman:
                 self.center = np.array(self.kalman.center)
@@ -561,18 +576,60 @@ class SiameseTracker:
         self._clock('decode', t, windows_ms)
         return TrackResult(box, pick.score, state, confidence)
 
-    def _main_search(self, crop: np.ndarray, center, scale_z: float) -> Search:
+    def _main_search(self, crop: np.ndarray, center, scale_z: float, previous: Tuple) -> Search:
         """
-        Run the frame's main search crop (not a re-detection window or probe).
+        Run the frame's tracking crop (not a re-detection window or probe).
 
-        A temporal model gets the last frames' features of this crop and keeps this frame's;
-        every other run of it is one with no earlier frame (the backend's plain ``track``).
+        A temporal model gets ``previous``, the last frames' features of this crop, and keeps
+        this frame's; every other run of it is one with no earlier frame (the backend's plain
+        ``track``).
         """
         if not self.temporal:
             return self.step.run_crop(crop, center, scale_z, self.features)
-        search = self.step.run_crop(crop, center, scale_z, self.features, tuple(self.history))
+        search = self.step.run_crop(crop, center, scale_z, self.features, previous)
         self.history.append(search.xf)
         return search
+
+    def _choose(self, search: Search, expected, image_shape) -> StepPass:
+        """Penalise the candidates on remembered look-alikes, choose one and place its box."""
+        raw_scores = search.cands.scores
+        search, factor = self._penalised(search, expected)
+        pick = self.step.choose(search, self.size)
+        center, size = self.step.box_of(search, pick, self.size, image_shape)
+        return StepPass(search, raw_scores, factor, pick, center, size)
+
+    def _recentred(self, image: np.ndarray, center, first: StepPass, expected,
+                   previous: Tuple) -> Optional[StepPass]:
+        """
+        Return the step run again from a crop centred on its box, where that is due; or None.
+
+        A target that moved far from the crop centre is seen off-centre: the cosine window
+        pulls the choice back towards the centre and the head, trained on targets near the
+        centre, scores and sizes it worse. When the box moved more than ``motion_recenter``
+        target sizes, within the plausible jump (a larger jump is judged as it is, not made
+        more of), the step runs once more centred on the box. Its box is taken where it stays
+        within half the first box's size of it: a refinement, not a second jump.
+        """
+        cfg = self._config
+        if cfg.motion.recenter <= 0 or (cfg.longterm.enabled and self.longterm.lost):
+            return None
+        side = self._target_side()
+        moved = math.hypot(first.center[0] - center[0], first.center[1] - center[1])
+        jump = math.hypot(first.center[0] - expected[0], first.center[1] - expected[1])
+        if moved <= cfg.motion.recenter * side or jump > self._allowance():
+            return None
+        t = time.perf_counter()
+        crop, scale_z = self.step.search_crop(image, first.center, self.size)
+        t = self._clock('crop', t)
+        search = self.step.run_crop(crop, first.center, scale_z, self.features,
+                                    previous if self.temporal else None)
+        self._clock('network', t)
+        second = self._choose(search, expected, image.shape)
+        if np.any(np.abs(second.center - first.center) > 0.5 * first.size):
+            return None
+        if self.temporal:   # the next frames get the features of the crop the box came from
+            self.history[-1] = search.xf
+        return second
 
     def _follow(self, center: np.ndarray, size: np.ndarray, confidence: float) -> None:
         """Move the target to a found box (velocity from re-acquisition-confident frames)."""
