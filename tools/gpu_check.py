@@ -9,7 +9,7 @@ The checks that need an NVIDIA GPU, in one run (CI has none; run this where one 
    on the CPU, with ``siam-model check-backend``'s comparison on real crop pairs of the first
    sequence: error per output within the precision's tolerance, template and search latency.
 3. The tracker on real sequences with ``siam-eval``: torch on CUDA against ONNX Runtime on
-   the CPU, same preset, same starts; AUC per sequence side by side.
+   the CPU, same preset (``--preset``, ``--set``), same starts; AUC per sequence side by side.
 4. ``siam-bench`` on one sequence: the same two, plain and default, whole-step p50, ratios in
    the same run.
 
@@ -17,7 +17,7 @@ TensorRT itself is not checked here unless it is importable (``tensorrt``); the 
 project is lent carry no TensorRT and can fetch nothing.
 
 Usage: PYTHONPATH=siam_tracker_ros python3 tools/gpu_check.py --model MODEL_DIR
-       --sequence SEQ [--sequence SEQ ...] --out DIR
+       --sequence SEQ [--sequence SEQ ...] --out DIR [--preset P] [--set KEY=VALUE ...]
 """
 from __future__ import annotations
 
@@ -80,15 +80,18 @@ def check_backends(model: Path, sequence: str) -> dict:
     return result
 
 
-def run_eval(model: Path, sequences, out: Path, backend: str, device: str) -> dict:
-    """siam-eval over ``sequences``; return {sequence: auc} and the mean."""
+def run_eval(model: Path, sequences, out: Path, backend: str, device: str,
+             preset: str = 'default', settings=()) -> dict:
+    """siam-eval over ``sequences`` (``preset``, ``--set`` ``settings``); AUC per sequence."""
     from siam_tracker_ros.cli import siam_eval
     json_path = out / f'eval_{backend}_{device}.json'
     roots = sorted({str(Path(s).parent) for s in sequences})
     argv = ['--model', str(model), '--sequences', *roots,
             '--seq', *[Path(s).name for s in sequences], '--backend', backend,
-            '--device', device, '--preset', 'default', '--repeats', '2', '--jitter', '0.3',
+            '--device', device, '--preset', preset, '--repeats', '2', '--jitter', '0.3',
             '--json', str(json_path), '--quiet']
+    for setting in settings:
+        argv += ['--set', setting]
     start = time.monotonic()
     rc = siam_eval.main(argv)
     if rc != 0:
@@ -121,6 +124,9 @@ def main() -> int:
     p.add_argument('--model', required=True, type=Path, help='product model directory')
     p.add_argument('--sequence', action='append', required=True, help='sequence folder')
     p.add_argument('--out', required=True, type=Path)
+    p.add_argument('--preset', default='default', help="siam-eval's preset (default default)")
+    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                   help="siam-eval's tracker settings (repeatable)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     report = {}
@@ -131,13 +137,16 @@ def main() -> int:
         report['tensorrt'] = f'not importable: {exc}'
     report['cuda_helper'] = check_cuda_helper()
     report['backends'] = check_backends(args.model, args.sequence[0])
-    report['eval'] = {f'{b}-{d}': run_eval(args.model, args.sequence, args.out, b, d)
+    report['eval'] = {f'{b}-{d}': run_eval(args.model, args.sequence, args.out, b, d,
+                                           args.preset, args.set)
                       for b, d in (('onnxruntime', 'cpu'), ('torch', 'cuda'))}
+    report['eval_settings'] = {'preset': args.preset, 'set': args.set}
     report['bench'] = run_bench(args.model, args.sequence[0], args.out)
     (args.out / 'gpu_check.json').write_text(json.dumps(report, indent=1) + '\n')
     print('\n== gpu_check ==')
     print('tensorrt:', report['tensorrt'])
     print('cuda helper:', report['cuda_helper'])
+    print('eval settings:', report['eval_settings'])
     for label, r in report['backends'].items():
         lat = r['latency_ms']
         print(f'{label} vs onnxruntime-cpu on {r["pairs"]} real crop pairs, max abs error / '
