@@ -355,6 +355,7 @@ class SiameseTracker:
         self.trail = None
         self.longterm.start(box)
         self.frame_index = 0
+        self.last_stage_ms = {}
         self._calibrate(image)
         self.state = TrackState.TRACKING
         self._previous = image
@@ -367,8 +368,7 @@ class SiameseTracker:
 
     def _calibrate(self, image: np.ndarray) -> None:
         """Score the first frame itself: the reference of sharpness, strong peaks, appearance."""
-        crop, scale_z = self.step.search_crop(image, self.center, self.size)
-        search = self._main_search(crop, self.center, scale_z, tuple(self.history))
+        search = self._main_search(image, self.center, tuple(self.history))
         pick = self.step.choose(search, self.size)
         self.estimator.calibrate(self._cues(search, search.cands.scores, pick.index,
                                             search.center))
@@ -510,17 +510,14 @@ class SiameseTracker:
     def _track(self, image: np.ndarray) -> TrackResult:
         """Run the plain step, judge its box, and follow it or hold the published box."""
         cfg = self._config
-        t = time.perf_counter()
         if cfg.motion.kalman:
             self.kalman.predict()
         center = self.center
         if cfg.motion.kalman and self.longterm.low_frames:
             center = np.array(self.kalman.center)
         previous = tuple(self.history)
-        crop, scale_z = self.step.search_crop(image, center, self.size)
-        t = self._clock('crop', t)
-        search = self._main_search(crop, center, scale_z, previous)
-        t = self._clock('network', t)
+        search = self._main_search(image, center, previous)
+        t = time.perf_counter()
         windows_ms = self._windows_ms()
         if cfg.motion.kalman:
             expected = self.kalman.center
@@ -576,18 +573,28 @@ class SiameseTracker:
         self._clock('decode', t, windows_ms)
         return TrackResult(box, pick.score, state, confidence)
 
-    def _main_search(self, crop: np.ndarray, center, scale_z: float, previous: Tuple) -> Search:
+    def _run_window(self, image: np.ndarray, center, size, features,
+                    previous: Optional[Tuple] = None) -> Search:
+        """Cut the search window around ``center`` for a target of ``size``; run it (clocked)."""
+        t = time.perf_counter()
+        crop, scale_z = self.step.search_crop(image, center, size)
+        t = self._clock('crop', t)
+        search = self.step.run_crop(crop, center, scale_z, features, previous)
+        self._clock('network', t)
+        return search
+
+    def _main_search(self, image: np.ndarray, center, previous: Tuple) -> Search:
         """
-        Run the frame's tracking crop (not a re-detection window or probe).
+        Run the frame's tracking crop around ``center`` (not a re-detection window or probe).
 
         A temporal model gets ``previous``, the last frames' features of this crop, and keeps
         this frame's; every other run of it is one with no earlier frame (the backend's plain
         ``track``).
         """
-        if not self.temporal:
-            return self.step.run_crop(crop, center, scale_z, self.features)
-        search = self.step.run_crop(crop, center, scale_z, self.features, previous)
-        self.history.append(search.xf)
+        search = self._run_window(image, center, self.size, self.features,
+                                  previous if self.temporal else None)
+        if self.temporal:
+            self.history.append(search.xf)
         return search
 
     def _choose(self, search: Search, expected, image_shape) -> StepPass:
@@ -618,12 +625,8 @@ class SiameseTracker:
         jump = math.hypot(first.center[0] - expected[0], first.center[1] - expected[1])
         if moved <= cfg.motion.recenter * side or jump > self._allowance():
             return None
-        t = time.perf_counter()
-        crop, scale_z = self.step.search_crop(image, first.center, self.size)
-        t = self._clock('crop', t)
-        search = self.step.run_crop(crop, first.center, scale_z, self.features,
-                                    previous if self.temporal else None)
-        self._clock('network', t)
+        search = self._run_window(image, first.center, self.size, self.features,
+                                  previous if self.temporal else None)
         second = self._choose(search, expected, image.shape)
         if np.any(np.abs(second.center - first.center) > 0.5 * first.size):
             return None
@@ -757,11 +760,8 @@ class SiameseTracker:
         the cosine window's influence (0: none, a re-detection window; None: the step's).
         """
         size = self.size * scale
+        search = self._run_window(image, center, size, features)
         t = time.perf_counter()
-        crop, scale_z = self.step.search_crop(image, center, size)
-        t = self._clock('crop', t)
-        search = self.step.run_crop(crop, center, scale_z, features)
-        t = self._clock('network', t)
         raw = search.cands.scores
         search, factor = self._penalised(search)
         pick = self.step.choose(search, size, window)
