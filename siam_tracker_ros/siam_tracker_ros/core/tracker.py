@@ -368,7 +368,7 @@ class SiameseTracker:
 
     def _calibrate(self, image: np.ndarray) -> None:
         """Score the first frame itself: the reference of sharpness, strong peaks, appearance."""
-        search = self._main_search(image, self.center, tuple(self.history))
+        search = self._main_search(image, self.center, self._previous_features())
         pick = self.step.choose(search, self.size)
         self.estimator.calibrate(self._cues(search, search.cands.scores, pick.index,
                                             search.center))
@@ -515,7 +515,7 @@ class SiameseTracker:
         center = self.center
         if cfg.motion.kalman and self.longterm.low_frames:
             center = np.array(self.kalman.center)
-        previous = tuple(self.history)
+        previous = self._previous_features()
         search = self._main_search(image, center, previous)
         t = time.perf_counter()
         windows_ms = self._windows_ms()
@@ -583,16 +583,19 @@ class SiameseTracker:
         self._clock('network', t)
         return search
 
-    def _main_search(self, image: np.ndarray, center, previous: Tuple) -> Search:
+    def _previous_features(self) -> Optional[Tuple]:
+        """Return the last frames' tracking-crop features for a temporal model; else None."""
+        return tuple(self.history) if self.temporal else None
+
+    def _main_search(self, image: np.ndarray, center, previous: Optional[Tuple]) -> Search:
         """
         Run the frame's tracking crop around ``center`` (not a re-detection window or probe).
 
-        A temporal model gets ``previous``, the last frames' features of this crop, and keeps
-        this frame's; every other run of it is one with no earlier frame (the backend's plain
-        ``track``).
+        A temporal model gets ``previous`` (``_previous_features``), the last frames' features
+        of this crop, and keeps this frame's; every other run of it is one with no earlier frame
+        (the backend's plain ``track``).
         """
-        search = self._run_window(image, center, self.size, self.features,
-                                  previous if self.temporal else None)
+        search = self._run_window(image, center, self.size, self.features, previous)
         if self.temporal:
             self.history.append(search.xf)
         return search
@@ -606,7 +609,7 @@ class SiameseTracker:
         return StepPass(search, raw_scores, factor, pick, center, size)
 
     def _recentred(self, image: np.ndarray, center, first: StepPass, expected,
-                   previous: Tuple) -> Optional[StepPass]:
+                   previous: Optional[Tuple]) -> Optional[StepPass]:
         """
         Return the step run again from a crop centred on its box, where that is due; or None.
 
@@ -625,8 +628,7 @@ class SiameseTracker:
         jump = math.hypot(first.center[0] - expected[0], first.center[1] - expected[1])
         if moved <= cfg.motion.recenter * side or jump > self._allowance():
             return None
-        search = self._run_window(image, first.center, self.size, self.features,
-                                  previous if self.temporal else None)
+        search = self._run_window(image, first.center, self.size, self.features, previous)
         second = self._choose(search, expected, image.shape)
         if np.any(np.abs(second.center - first.center) > 0.5 * first.size):
             return None
