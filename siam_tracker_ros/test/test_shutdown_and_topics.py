@@ -59,6 +59,16 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def wait_for_text(log, pattern: str, timeout: float) -> bool:
+    """Return whether ``pattern`` appears in the ``log`` file within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if re.search(pattern, log.read_text()):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def interrupt(proc: subprocess.Popen, sig: int, wait: float = 30.0):
     """
     Send ``sig`` to the group of ``proc``, as Ctrl-C in a terminal does.
@@ -138,6 +148,12 @@ def test_demo_launch_at_100hz_sigint_three_runs(env, client, tmp_path):
             first = tracked.wait_for(lambda m: m.state == TrackedObject.TRACKING, start=start,
                                      timeout=120.0)
             assert first is not None, log.read_text()[-3000:]
+            # The one-shot set-target client gone first: a SIGINT that lands while launch cleans
+            # up an exiting process kills that cleanup task (launch lets KeyboardInterrupt
+            # through) and launch then waits for the process forever. That race is launch's,
+            # and the client exits ~0.2 s after tracking starts, where this SIGINT would land.
+            assert wait_for_text(log, r'siam-tracker-cli-\d+\]: process has finished cleanly',
+                                 timeout=30.0), log.read_text()[-3000:]
             assert tracked.wait_for(start=len(tracked) + 20, timeout=30.0) is not None
             code, emptied = interrupt(proc, signal.SIGINT)
         finally:
