@@ -11,6 +11,7 @@ import importlib
 import math
 import os
 from pathlib import Path
+import re
 import shutil
 import subprocess
 import sys
@@ -160,6 +161,16 @@ def run(cmd, env, timeout: float = 60.0) -> subprocess.CompletedProcess:
         out, _ = proc.communicate()
         out += f'\n[timed out after {timeout} s]'
     return subprocess.CompletedProcess(cmd, proc.returncode, out, '')
+
+
+def wait_for_text(log: Path, pattern: str, timeout: float) -> bool:
+    """Return whether regex ``pattern`` appears in the ``log`` file within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if re.search(pattern, log.read_text()):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def stop_ros2_daemon(env) -> None:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ros_helpers import python_module_cmd, require_interfaces, ros_env
+from ros_helpers import python_module_cmd, require_interfaces, ros_env, wait_for_text
 
 require_interfaces()
 
@@ -48,9 +48,7 @@ def test_sigint_and_sigterm_exit_0_without_a_traceback(ros_domain, tmp_path, sig
     log = tmp_path / 'node.log'
     proc = start_process(python_module_cmd(NODE, '-p', 'diagnostics_period:=0.2'), env, log)
     try:
-        deadline = time.monotonic() + 30
-        while 'model_path is empty' not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.1)   # up and running: it has reported its missing model
+        wait_for_text(log, 'model_path is empty', 30.0)   # up: it reported its missing model
         assert proc.poll() is None, log.read_text()
         os.killpg(proc.pid, sig)
         assert proc.wait(timeout=15) == 0, log.read_text()

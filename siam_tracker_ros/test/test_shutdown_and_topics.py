@@ -24,7 +24,7 @@ import pytest
 
 from ros_helpers import (BAG, BAG_GT, diag_values, find_status, INSTALL, MODEL_V3,
                          require_interfaces, require_ros2_cli, ros_env, RosClient, run,
-                         stop_ros2_daemon)
+                         stop_ros2_daemon, wait_for_text)
 
 require_ros2_cli()
 require_interfaces()
@@ -57,16 +57,6 @@ def group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def wait_for_text(log, pattern: str, timeout: float) -> bool:
-    """Return whether ``pattern`` appears in the ``log`` file within ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if re.search(pattern, log.read_text()):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def interrupt(proc: subprocess.Popen, sig: int, wait: float = 30.0):
